@@ -1,0 +1,188 @@
+"""One validated settings model for the whole gate.
+
+Settings come from (highest first) keyword arguments, ``GATE_*`` environment
+variables (nested with ``__``, e.g. ``GATE_POLICY__UNLOCK_SECONDS=4``) and a TOML
+file. Unknown keys anywhere are errors, so a typo never silently falls back to a
+default at a door.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from gate.errors import GateError
+
+DEFAULT_DATA_DIR = Path("var")
+# The firmware refuses anything longer; the host never asks for more.
+MAX_UNLOCK_SECONDS = 30.0
+
+
+class Section(BaseModel):
+    """Base for config sections: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class MaskPolicy(StrEnum):
+    DENY = "deny"  # no admission without a correctly worn mask
+    REMIND = "remind"  # admit, but log, alert and prompt the visitor
+
+
+class CameraSettings(Section):
+    source: str = Field(
+        "simulated",
+        description="'simulated', a camera index ('0'), an RTSP/HTTP URL or a video file path.",
+    )
+    width: int = Field(640, ge=64, le=7680)
+    height: int = Field(480, ge=48, le=4320)
+    fps: float = Field(15.0, gt=0, le=60)
+    min_face_px: int = Field(40, ge=8, description="Faces narrower than this are ignored.")
+    roi: tuple[float, float, float, float] = Field(
+        (0.0, 0.0, 1.0, 1.0),
+        description="Region of interest as fractions (x0, y0, x1, y1) of the frame.",
+    )
+    stall_seconds: float = Field(3.0, gt=0, description="No frame for this long = camera down.")
+
+    @field_validator("roi")
+    @classmethod
+    def _roi_inside_frame(cls, roi: tuple[float, float, float, float]) -> tuple:
+        x0, y0, x1, y1 = roi
+        if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+            raise ValueError("roi must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
+        return roi
+
+
+class StationSettings(Section):
+    port: str = Field("emulated", description="'emulated' or a serial device such as /dev/ttyACM0.")
+    baudrate: int = Field(115200, gt=0)
+    heartbeat_seconds: float = Field(0.5, gt=0, le=5)
+    ack_timeout_seconds: float = Field(0.2, gt=0, le=5)
+    retries: int = Field(5, ge=0, le=20)
+    dose_ms: int = Field(600, ge=50, le=5000)
+
+
+class PolicySettings(Section):
+    mask_policy: MaskPolicy = MaskPolicy.DENY
+    sanitizer_required: bool = True
+    unlock_seconds: float = Field(5.0, gt=0, le=MAX_UNLOCK_SECONDS)
+    sanitizer_timeout_seconds: float = Field(15.0, gt=0, le=300)
+    decision_window_seconds: float = Field(
+        0.2, ge=0, le=5, description="Shortest time a face is watched before a decision."
+    )
+    deny_hold_seconds: float = Field(
+        3.0, gt=0, le=60, description="How long a denied visitor sees the prompt before re-check."
+    )
+    leave_seconds: float = Field(
+        1.5, gt=0, le=30, description="A face unseen this long has left the gate."
+    )
+    capacity: int | None = Field(None, ge=1, description="Most people inside at once; none = no limit.")
+
+
+class SnapshotSettings(Section):
+    admitted: bool = False
+    denied: bool = True
+    blur_faces: bool = False
+
+
+class RetentionSettings(Section):
+    snapshot_days: int = Field(7, ge=0)
+    entry_days: int = Field(365, ge=1)
+    interval_minutes: float = Field(60.0, gt=0)
+
+
+class ServerSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    kiosk_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    session_hours: float = Field(12.0, gt=0, le=24 * 30)
+    timezone: str = "Asia/Ho_Chi_Minh"
+    default_language: str = Field("vi", pattern="^(vi|en)$")
+    secure_cookies: bool = Field(False, description="Set on when the panel is served over HTTPS.")
+    mjpeg_fps: float = Field(10.0, gt=0, le=10)
+
+
+class Settings(BaseSettings):
+    """Everything the gate can be told. Defaults run the embedded demo setup."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GATE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_assignment=True,
+    )
+    # Set by load_settings; class-level so the TOML source can find it.
+    _toml_file: ClassVar[Path | None] = None
+
+    gate_id: str = Field("gate-1", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default is SQLite at <data_dir>/gate.db."
+    )
+    camera: CameraSettings = CameraSettings()
+    station: StationSettings = StationSettings()
+    policy: PolicySettings = PolicySettings()
+    snapshots: SnapshotSettings = SnapshotSettings()
+    retention: RetentionSettings = RetentionSettings()
+    server: ServerSettings = ServerSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        return tuple(sources)
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'gate.db'}"
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Load settings from an optional TOML file, the environment and overrides.
+
+    Raises GateError with one line naming the problem (file, key, reason).
+    """
+    if path is not None:
+        if not path.is_file():
+            raise GateError(f"config file not found: {path}")
+        try:
+            tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise GateError(f"config file {path} is not valid TOML: {exc}") from None
+    Settings._toml_file = path
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise GateError(f"invalid config{f' in {path}' if path else ''}: {describe(exc)}") from None
+    finally:
+        Settings._toml_file = None
+
+
+def describe(exc: ValidationError) -> str:
+    """Squeeze a pydantic error into one line that names each bad key."""
+    parts = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"]) or "(root)"
+        if error["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{key}'")
+        else:
+            parts.append(f"'{key}': {error['msg']}")
+    return "; ".join(parts)
