@@ -86,7 +86,9 @@ class PolicySettings(Section):
     leave_seconds: float = Field(
         1.5, gt=0, le=30, description="A face unseen this long has left the gate."
     )
-    capacity: int | None = Field(None, ge=1, description="Most people inside at once; none = no limit.")
+    capacity: int | None = Field(
+        None, ge=1, description="Most people inside at once; none = no limit."
+    )
 
 
 class SnapshotSettings(Section):

@@ -1,0 +1,474 @@
+"""The running gate: camera → controller → station and store → event bus.
+
+The runtime owns no decisions. It feeds the controller (frames, station
+events, time, staff commands) and carries out the actions it returns, one list
+at a time and in order, under one lock, so an entry is always on disk before the
+unlock that it explains is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+from sqlalchemy import Engine
+
+from gate import metrics
+from gate.camera.verdict import FrameAnalysis, MaskLabel
+from gate.config import Settings
+from gate.controller import (
+    Action,
+    Controller,
+    Dispense,
+    EntryRecord,
+    Lock,
+    RaiseAlert,
+    SaveEntry,
+    ShowPrompt,
+    TakeSnapshot,
+    Unlock,
+)
+from gate.errors import GateError
+from gate.events import EventBus
+from gate.sanitizer.station import LinkState, Station, StationEvent
+from gate.store import records
+from gate.store.models import Entry, Outcome, Severity
+
+log = logging.getLogger("gate.runtime")
+
+TICK_SECONDS = 0.05
+# Station events worth keeping for statistics, and the name they are kept under.
+STATION_LOG_KINDS = {
+    "dispensed": "dispensed",
+    "exit_request": "exit",
+    "door_forced": "door_forced",
+    "door_held": "door_held",
+    "fire_on": "fire_on",
+    "fire_off": "fire_off",
+    "tamper": "tamper",
+    "fluid_low": "fluid_low",
+    "fluid_empty": "fluid_empty",
+}
+STATION_ALERTS = {
+    "fluid_low": (Severity.WARNING, "sanitizer fluid low"),
+    "fluid_empty": (Severity.CRITICAL, "sanitizer fluid empty"),
+    "door_forced": (Severity.CRITICAL, "door forced open"),
+    "door_held": (Severity.WARNING, "door held open"),
+    "tamper": (Severity.CRITICAL, "station tamper switch"),
+    "fault": (Severity.WARNING, "station fault"),
+}
+REFILL_JUMP_PERCENT = 20  # a fluid level rising this much at once is a refill
+
+
+class FrameSource(Protocol):
+    def read(self) -> tuple[float, np.ndarray] | None: ...
+    def close(self) -> None: ...
+
+
+class Analyzer(Protocol):
+    def analyze(self, frame: np.ndarray, at: float) -> FrameAnalysis: ...
+    def annotate(self, frame: np.ndarray, analysis: FrameAnalysis) -> np.ndarray: ...
+
+
+class GateRuntime:
+    """One gate at work. Create it, then `await run()`; `stop()` ends it cleanly."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        source: FrameSource,
+        vision: Analyzer,
+        station: Station,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        realtime: bool = True,
+        bus: EventBus | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.source = source
+        self.vision = vision
+        self.station = station
+        self.bus = bus or EventBus()
+        self.clock = clock
+        # Replaying a file runs as fast as it decodes, on the file's own clock.
+        self.realtime = realtime
+        self._epoch = (clock(), datetime.now(UTC))
+        self.controller = Controller(
+            settings.policy,
+            wall=self._wall,
+            occupancy=records.occupancy(engine, settings.gate_id),
+        )
+        self._lock = asyncio.Lock()
+        self._db_pool = ThreadPoolExecutor(1, thread_name_prefix="gate-db")
+        self._vision_pool = ThreadPoolExecutor(1, thread_name_prefix="gate-vision")
+        self._stopping = asyncio.Event()
+        self._watchers = 0
+        self._latest_annotated: np.ndarray | None = None
+        self._last_frame: np.ndarray | None = None
+        self._last_analysis: FrameAnalysis | None = None
+        self._last_frame_at = clock()
+        self._fluid_percent: int | None = None
+        self._published_state: dict[str, Any] | None = None
+        self.decisions: list[dict[str, Any]] = []  # what `gate replay` prints
+
+    # ------------------------------------------------------------------ life
+
+    async def run(self) -> None:
+        """Run until stop() or the source runs dry (when not realtime)."""
+        await self._db(records.ensure_gate, self.engine, self.settings.gate_id)
+        events = self.station.subscribe()
+        await self.station.start()
+        now = self.clock()
+        open_entries = await self._db(records.open_entries, self.engine, self.settings.gate_id)
+        await self._feed(self.controller.resume(now, [_record(e) for e in open_entries]))
+        await self._feed(
+            self.controller.station_health(now, self.station.state is not LinkState.OFFLINE)
+        )
+        self._publish_state(force=True)
+        tasks = [asyncio.create_task(self._station_loop(events), name="station")]
+        if self.realtime:
+            tasks.append(asyncio.create_task(self._tick_loop(), name="tick"))
+            tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
+        camera = asyncio.create_task(self._camera_loop(), name="camera")
+        try:
+            stopper = asyncio.create_task(self._stopping.wait())
+            await asyncio.wait([camera, stopper], return_when=asyncio.FIRST_COMPLETED)
+            if camera.done() and camera.exception():
+                raise camera.exception()  # type: ignore[misc]
+        finally:
+            for task in [*tasks, camera]:
+                task.cancel()
+            await asyncio.gather(*tasks, camera, return_exceptions=True)
+            await self.station.close()
+            self.source.close()
+            self._db_pool.shutdown(wait=True)
+            self._vision_pool.shutdown(wait=True)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    # ------------------------------------------------------------------ staff commands
+
+    async def override_unlock(self, actor: str, reason: str) -> None:
+        await self._audit(actor, "override_unlock", reason)
+        await self._db(records.log_station, self.engine, self.settings.gate_id, "override_unlock")
+        await self._command(self.controller.override_unlock)
+
+    async def set_lockdown(self, actor: str, on: bool, reason: str) -> None:
+        await self._audit(actor, "lockdown_on" if on else "lockdown_off", reason)
+        await self._command(lambda now: self.controller.set_lockdown(now, on))
+
+    async def set_emergency(self, actor: str, on: bool, reason: str) -> None:
+        await self._audit(actor, "emergency_on" if on else "emergency_off", reason)
+        await self._command(lambda now: self.controller.set_emergency(now, on))
+
+    async def reset_occupancy(self, actor: str, reason: str) -> None:
+        await self._audit(actor, "occupancy_reset", reason)
+        await self._db(records.log_station, self.engine, self.settings.gate_id, "occupancy_reset")
+        await self._command(self.controller.reset_occupancy)
+
+    # ------------------------------------------------------------------ panel views
+
+    def snapshot(self) -> dict[str, Any]:
+        c = self.controller
+        return {
+            "gate_id": self.settings.gate_id,
+            "state": c.state.value,
+            "mode": c.mode.value,
+            "prompt": c.prompt.value,
+            "occupancy": c.occupancy,
+            "capacity": self.settings.policy.capacity,
+            "camera": {"healthy": self._camera_healthy(), "fps": self._camera_fps()},
+            "station": {"link": self.station.state.value, "fluid_percent": self._fluid_percent},
+        }
+
+    @contextlib.contextmanager
+    def watch(self) -> Iterator[None]:
+        """While held, annotated frames are kept for the live view."""
+        self._watchers += 1
+        try:
+            yield
+        finally:
+            self._watchers -= 1
+            if not self._watchers:
+                self._latest_annotated = None
+
+    def latest_frame(self) -> np.ndarray | None:
+        return self._latest_annotated
+
+    # ------------------------------------------------------------------ loops
+
+    async def _camera_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = 1.0 / self.settings.camera.fps
+        while not self._stopping.is_set():
+            got = self.source.read()
+            if got is None:
+                if not self.realtime and getattr(self.source, "done", False):
+                    return
+                await asyncio.sleep(interval / 2 if self.realtime else 0)
+                continue
+            at, frame = got
+            analysis = await loop.run_in_executor(self._vision_pool, self.vision.analyze, frame, at)
+            self._last_frame, self._last_analysis, self._last_frame_at = frame, analysis, at
+            metrics.FRAMES.inc()
+            metrics.INFERENCE_MS.observe(analysis.ms)
+            if self._watchers:
+                self._latest_annotated = await loop.run_in_executor(
+                    self._vision_pool, self.vision.annotate, frame, analysis
+                )
+            async with self._lock:
+                await self._apply(self.controller.camera_health(at, True))
+                await self._apply(self.controller.frame(at, analysis.faces))
+                if not self.realtime:
+                    await self._apply(self.controller.tick(at))
+            if not self.realtime:
+                await asyncio.sleep(0)  # let station events through between frames
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            now = self.clock()
+            async with self._lock:
+                if not self._camera_healthy(now):
+                    await self._apply(self.controller.camera_health(now, False))
+                await self._apply(self.controller.tick(now))
+
+    async def _station_loop(self, events: asyncio.Queue[StationEvent]) -> None:
+        while True:
+            event = await events.get()
+            await self._on_station_event(event)
+
+    async def _retention_loop(self) -> None:
+        interval = self.settings.retention.interval_minutes * 60
+        while True:
+            await self._db(self.purge)
+            await asyncio.sleep(interval)
+
+    # ------------------------------------------------------------------ station
+
+    async def _on_station_event(self, event: StationEvent) -> None:
+        gate_id = self.settings.gate_id
+        now = self.clock()
+        metrics.STATION_LINK.state(self.station.state.value)
+        if event.kind.startswith("link_"):
+            online = event.kind != "link_offline"
+            async with self._lock:
+                await self._apply(self.controller.station_health(now, online))
+            self._publish_state()
+            return
+        self.bus.publish("station", {"kind": event.kind, "value": event.value, "ref": event.ref})
+        if event.kind == "fluid_level" and event.value is not None:
+            await self._on_fluid_level(event.value)
+        if event.kind in STATION_LOG_KINDS:
+            await self._db(
+                records.log_station,
+                self.engine,
+                gate_id,
+                STATION_LOG_KINDS[event.kind],
+                event.value,
+            )
+        if event.kind in STATION_ALERTS:
+            severity, message = STATION_ALERTS[event.kind]
+            await self._alert(event.kind, severity, message)
+        async with self._lock:
+            await self._apply(self.controller.station_event(now, event.kind, event.ref))
+
+    async def _on_fluid_level(self, percent: int) -> None:
+        previous, self._fluid_percent = self._fluid_percent, percent
+        if previous is not None and percent - previous >= REFILL_JUMP_PERCENT:
+            await self._db(
+                records.log_station, self.engine, self.settings.gate_id, "refill", percent
+            )
+
+    # ------------------------------------------------------------------ actions
+
+    async def _command(self, step: Callable[[float], list[Action]]) -> None:
+        async with self._lock:
+            await self._apply(step(self.clock()))
+
+    async def _feed(self, actions: list[Action]) -> None:
+        async with self._lock:
+            await self._apply(actions)
+
+    async def _apply(self, actions: list[Action]) -> None:
+        """Carry out actions in order; a failing actuator raises an alert, never a crash."""
+        for action in actions:
+            match action:
+                case SaveEntry(entry):
+                    await self._save(entry)
+                case Unlock(seconds, ref):
+                    await self._actuate("unlock", self.station.unlock(seconds, ref))
+                case Lock():
+                    await self._actuate("lock", self.station.lock())
+                case Dispense():
+                    dose = self.settings.station.dose_ms
+                    await self._actuate("dispense", self.station.dispense(dose))
+                case RaiseAlert(kind, severity, message, entry_id):
+                    await self._alert(kind, severity, message, entry_id)
+                case ShowPrompt(prompt):
+                    self.bus.publish("prompt", {"prompt": prompt.value})
+                case TakeSnapshot(entry_id, denied):
+                    await self._snapshot(entry_id, denied)
+        self._publish_state()
+
+    async def _save(self, entry: EntryRecord) -> None:
+        row = Entry(gate_id=self.settings.gate_id, **asdict(entry))
+        await self._db(records.save_entry, self.engine, row)
+        if entry.decided_at is not None and entry.finished_at is not None:
+            metrics.DECISIONS.labels(outcome=entry.outcome.value).inc()
+            self.decisions.append(
+                {
+                    "time": (entry.decided_at - self._epoch[1]).total_seconds(),
+                    "label": entry.mask_label.value if entry.mask_label else None,
+                    "score": entry.mask_score,
+                    "outcome": entry.outcome.value,
+                }
+            )
+        self.bus.publish("entry", row.model_dump(mode="json"))
+
+    async def _actuate(self, what: str, command: Any) -> None:
+        try:
+            await command
+        except GateError as exc:
+            log.warning("station %s failed: %s", what, exc)
+            if what != "lock":  # a lock that cannot be sent: the firmware relocks by itself
+                await self._alert(
+                    f"{what}_failed", Severity.CRITICAL, f"station {what} failed: {exc}"
+                )
+
+    async def _alert(
+        self, kind: str, severity: Severity, message: str, entry_id: str | None = None
+    ) -> None:
+        alert = await self._db(
+            records.raise_alert,
+            self.engine,
+            self.settings.gate_id,
+            kind,
+            severity.value,
+            message,
+            entry_id,
+        )
+        self.bus.publish("alert", alert.model_dump(mode="json"))
+
+    async def _audit(self, actor: str, action: str, reason: str) -> None:
+        event = await self._db(
+            records.record_audit, self.engine, actor, action, reason, "", self.settings.gate_id
+        )
+        self.bus.publish("override", event.model_dump(mode="json"))
+
+    async def _snapshot(self, entry_id: str, denied: bool) -> None:
+        wanted = self.settings.snapshots.denied if denied else self.settings.snapshots.admitted
+        frame, analysis = self._last_frame, self._last_analysis
+        if not wanted or frame is None:
+            return
+        if self.settings.snapshots.blur_faces and analysis is not None:
+            frame = blur_faces(frame, analysis)
+        folder = self.settings.data_dir / "snapshots" / datetime.now(UTC).strftime("%Y-%m-%d")
+        path = folder / f"{entry_id}.jpg"
+        try:
+            await self._db(_write_jpeg, path, frame)
+        except OSError as exc:
+            log.warning("snapshot not saved: %s", exc)
+            return
+        await self._db(records.set_snapshot, self.engine, entry_id, str(path))
+
+    def purge(self) -> tuple[int, int]:
+        """Retention: delete old snapshots and entries, and log what went."""
+        retention = self.settings.retention
+        paths, entries = records.purge_old(
+            self.engine, retention.snapshot_days, retention.entry_days
+        )
+        for path in paths:
+            path.unlink(missing_ok=True)
+        if paths or entries:
+            detail = f"deleted {entries} entries and {len(paths)} snapshots"
+            log.info("retention: %s", detail)
+            records.record_audit(
+                self.engine, "system", "retention", "", detail, self.settings.gate_id
+            )
+        return entries, len(paths)
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._db_pool, fn, *args)
+
+    def _wall(self, mono: float) -> datetime:
+        start_mono, start_wall = self._epoch
+        return start_wall + timedelta(seconds=mono - start_mono)
+
+    def _camera_healthy(self, now: float | None = None) -> bool:
+        now = self.clock() if now is None else now
+        return now - self._last_frame_at < self.settings.camera.stall_seconds
+
+    def _camera_fps(self) -> float | None:
+        fps = getattr(getattr(self.source, "metrics", None), "fps", None)
+        return round(fps, 1) if isinstance(fps, int | float) else None
+
+    def _publish_state(self, force: bool = False) -> None:
+        state = self.snapshot()
+        if force or state != self._published_state:
+            self._published_state = state
+            metrics.OCCUPANCY.set(state["occupancy"])
+            self.bus.publish("state", state)
+
+
+def _record(row: Entry) -> EntryRecord:
+    """Turn a stored entry back into the controller's snapshot type."""
+    return EntryRecord(
+        id=row.id,
+        unlock_ref=row.unlock_ref,
+        outcome=Outcome(row.outcome),
+        seen_at=_aware(row.seen_at),
+        last_seen_at=_aware(row.last_seen_at or row.seen_at),
+        mask_label=MaskLabel(row.mask_label) if row.mask_label else None,
+        mask_score=row.mask_score,
+        first_label=MaskLabel(row.first_label) if row.first_label else None,
+        first_decided_at=_aware(row.first_decided_at),
+        decided_at=_aware(row.decided_at),
+        sanitized=row.sanitized,
+        sanitized_at=_aware(row.sanitized_at),
+        unlocked_at=_aware(row.unlocked_at),
+        door_opened=row.door_opened,
+        door_opened_at=_aware(row.door_opened_at),
+        finished_at=_aware(row.finished_at),
+    )
+
+
+def _aware(value: datetime | None) -> Any:
+    """SQLite hands back naive datetimes; they were stored as UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def blur_faces(frame: np.ndarray, analysis: FrameAnalysis) -> np.ndarray:
+    out = frame.copy()
+    for face in analysis.faces:
+        x, y, w, h = face.box
+        x0, y0 = max(0, x), max(0, y)
+        region = out[y0 : y + h, x0 : x + w]
+        if region.size:
+            out[y0 : y + h, x0 : x + w] = cv2.GaussianBlur(region, (0, 0), max(3, w // 8))
+    return out
+
+
+def _write_jpeg(path: Path, frame: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        raise OSError("JPEG encoding failed")
+    path.write_bytes(data.tobytes())

@@ -1,0 +1,167 @@
+"""Writing and reading what the runtime needs: entries, alerts, audit, station log.
+
+Each function is one short transaction, so a crash loses at most the write in
+flight and never leaves half of one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import Engine, delete, func, select, update
+
+from gate.store.db import session
+from gate.store.models import (
+    Alert,
+    AuditEvent,
+    Entry,
+    Gate,
+    Outcome,
+    StationLog,
+    utcnow,
+)
+
+ADMITTED = [Outcome.ADMITTED.value, Outcome.ADMITTED_REMINDED.value]
+OCCUPANCY_RESET = "occupancy_reset"
+
+
+def ensure_gate(engine: Engine, gate_id: str) -> None:
+    with session(engine) as s:
+        gate = s.get(Gate, gate_id) or Gate(id=gate_id, name=gate_id)
+        gate.last_seen_at = utcnow()
+        s.add(gate)
+        s.commit()
+
+
+def save_entry(engine: Engine, entry: Entry) -> None:
+    """Insert or update one entry by id (the controller sends whole snapshots)."""
+    with session(engine) as s:
+        existing = s.get(Entry, entry.id)
+        if existing is None:
+            s.add(entry)
+        else:
+            for name, value in entry.model_dump(exclude={"id", "snapshot_path"}).items():
+                setattr(existing, name, value)
+        s.commit()
+
+
+def set_snapshot(engine: Engine, entry_id: str, path: str) -> None:
+    with session(engine) as s:
+        s.execute(update(Entry).where(Entry.id == entry_id).values(snapshot_path=path))
+        s.commit()
+
+
+def open_entries(engine: Engine, gate_id: str) -> list[Entry]:
+    """Visits a previous run left unfinished (it stopped or crashed mid-visit)."""
+    with session(engine) as s:
+        query = select(Entry).where(Entry.gate_id == gate_id, Entry.finished_at.is_(None))
+        return list(s.scalars(query))
+
+
+def entries_since(engine: Engine, gate_id: str, since: datetime) -> list[Entry]:
+    with session(engine) as s:
+        query = (
+            select(Entry)
+            .where(Entry.gate_id == gate_id, Entry.seen_at >= since)
+            .order_by(Entry.seen_at)
+        )
+        return list(s.scalars(query))
+
+
+def occupancy(engine: Engine, gate_id: str) -> int:
+    """People inside: admissions minus exits since the last manual reset."""
+    with session(engine) as s:
+        reset_at = s.scalar(
+            select(func.max(StationLog.at)).where(
+                StationLog.gate_id == gate_id, StationLog.kind == OCCUPANCY_RESET
+            )
+        )
+        since = reset_at or datetime(1970, 1, 1, tzinfo=utcnow().tzinfo)
+        admitted = s.scalar(
+            select(func.count())
+            .select_from(Entry)
+            .where(Entry.gate_id == gate_id, Entry.outcome.in_(ADMITTED), Entry.unlocked_at > since)
+        )
+        logged = dict(
+            s.execute(
+                select(StationLog.kind, func.count())
+                .where(StationLog.gate_id == gate_id, StationLog.at > since)
+                .where(StationLog.kind.in_(["exit", "override_unlock"]))
+                .group_by(StationLog.kind)
+            ).all()
+        )
+    # A staff override lets one person in, so it counts as an admission too.
+    inside = (admitted or 0) + logged.get("override_unlock", 0) - logged.get("exit", 0)
+    return max(0, inside)
+
+
+def log_station(engine: Engine, gate_id: str, kind: str, value: int | None = None) -> None:
+    with session(engine) as s:
+        s.add(StationLog(gate_id=gate_id, kind=kind, value=value))
+        s.commit()
+
+
+def raise_alert(
+    engine: Engine, gate_id: str, kind: str, severity: str, message: str, entry_id: str | None
+) -> Alert:
+    with session(engine) as s:
+        alert = Alert(
+            gate_id=gate_id, kind=kind, severity=severity, message=message, entry_id=entry_id
+        )
+        s.add(alert)
+        s.commit()
+        s.refresh(alert)
+        return alert
+
+
+def record_audit(
+    engine: Engine,
+    actor: str,
+    action: str,
+    reason: str = "",
+    detail: str = "",
+    gate_id: str | None = None,
+) -> AuditEvent:
+    with session(engine) as s:
+        event = AuditEvent(
+            actor=actor, action=action, reason=reason, detail=detail, gate_id=gate_id
+        )
+        s.add(event)
+        s.commit()
+        s.refresh(event)
+        return event
+
+
+def purge_old(
+    engine: Engine, snapshot_days: int, entry_days: int, now: datetime | None = None
+) -> tuple[list[Path], int]:
+    """Retention: forget snapshots and entries past their age.
+
+    Returns the snapshot files whose references were cleared (the caller deletes
+    them) and the number of entries deleted.
+    """
+    now = now or utcnow()
+    snapshot_cutoff = now - timedelta(days=snapshot_days)
+    entry_cutoff = now - timedelta(days=entry_days)
+    with session(engine) as s:
+        old_snapshots = select(Entry.id, Entry.snapshot_path).where(
+            Entry.snapshot_path.is_not(None), Entry.seen_at < snapshot_cutoff
+        )
+        rows = s.execute(old_snapshots).all()
+        paths = [Path(p) for _, p in rows if p]
+        if rows:
+            s.execute(
+                update(Entry).where(Entry.id.in_([i for i, _ in rows])).values(snapshot_path=None)
+            )
+        paths += [
+            Path(p)
+            for p in s.scalars(
+                select(Entry.snapshot_path).where(
+                    Entry.seen_at < entry_cutoff, Entry.snapshot_path.is_not(None)
+                )
+            )
+        ]
+        deleted = s.execute(delete(Entry).where(Entry.seen_at < entry_cutoff)).rowcount
+        s.commit()
+    return paths, deleted or 0
