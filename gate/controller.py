@@ -176,6 +176,9 @@ class Controller:
     _mode: Mode = Mode.NORMAL
     _emergency_refresh_at: float = 0.0
 
+    def __post_init__(self) -> None:
+        self._mode = self._compute_mode()  # e.g. FULL when restarted with the building full
+
     # ------------------------------------------------------------------ queries
 
     @property
