@@ -47,6 +47,8 @@ from gate.store.models import Entry, Outcome, Severity
 log = logging.getLogger("gate.runtime")
 
 TICK_SECONDS = 0.05
+# At the end of a replayed file, time is run on this far so open visits conclude.
+FLUSH_SECONDS = 600.0
 # Station events worth keeping for statistics, and the name they are kept under.
 STATION_LOG_KINDS = {
     "dispensed": "dispensed",
@@ -217,6 +219,7 @@ class GateRuntime:
             got = self.source.read()
             if got is None:
                 if not self.realtime and getattr(self.source, "done", False):
+                    await self._feed(self.controller.tick(self.clock() + FLUSH_SECONDS))
                     return
                 await asyncio.sleep(interval / 2 if self.realtime else 0)
                 continue

@@ -1,0 +1,261 @@
+"""`gate`: the one command-line entry point.
+
+Every user-facing failure is a GateError and is printed as one line on stderr
+with exit code 2. Anything else is a bug: one line points at the log file
+that holds the traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gate.config import Settings, load_settings
+from gate.errors import GateError
+
+app = typer.Typer(
+    help="Entry Gate: mask check, hand sanitizer and door relay at a building entrance.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Show or validate configuration.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema and retention.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print measured figures.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+app.add_typer(bench_app, name="bench")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="TOML config file (GATE_* environment variables apply on top)."
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+log = logging.getLogger("gate")
+
+
+def _settings(config: Path | None) -> Settings:
+    return load_settings(config)
+
+
+# ---------------------------------------------------------------- run / demo
+
+
+@app.command()
+def run(config: ConfigOption = None) -> None:
+    """Run the gate: camera, controller, station link, log store and panel."""
+    from gate.assembly import assemble, serve_panel
+
+    settings = _settings(config)
+    _log_to_file(settings)
+
+    async def main() -> None:
+        async with assemble(settings) as gate:
+            panel = asyncio.create_task(serve_panel(gate.runtime))
+            runner = asyncio.create_task(gate.runtime.run())
+            typer.echo(
+                f"gate {settings.gate_id}: panel on http://{settings.server.host}:{settings.server.port}/"
+            )
+            done, _ = await asyncio.wait([panel, runner], return_when=asyncio.FIRST_COMPLETED)
+            gate.runtime.stop()
+            panel.cancel()
+            await asyncio.gather(runner, panel, return_exceptions=True)
+            for task in done:
+                if not task.cancelled() and task.exception():
+                    raise task.exception()  # type: ignore[misc]
+
+    asyncio.run(main())
+
+
+@app.command()
+def demo(
+    config: ConfigOption = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Run headless for this many seconds, then report.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The whole gate on its embedded defaults with a scripted queue of visitors."""
+    from gate.demo import SCENARIO_SECONDS, run_demo
+
+    settings = _settings(config)
+    _log_to_file(settings)
+    serve = duration is None
+    if serve:
+        password = _demo_admin(settings)
+        url = f"http://{settings.server.host}:{settings.server.port}/"
+        typer.echo(f"Entry Gate demo: panel {url}  kiosk {url}kiosk")
+        typer.echo(f"one-time admin login: admin / {password}")
+    elif duration < SCENARIO_SECONDS:
+        typer.echo(f"note: the scenario needs {SCENARIO_SECONDS:.0f} s to finish", err=True)
+    result = asyncio.run(run_demo(settings, duration, serve=serve))
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        typer.echo(f"entries: {result['entries']}")
+    if result["entries"] != result["scenario"]:
+        raise typer.Exit(1)
+
+
+def _demo_admin(settings: Settings) -> str:
+    """Create (or reset) the demo's admin with a fresh random password."""
+    from gate.server.users import create_user, generate_password, set_password
+    from gate.store.db import open_database
+    from gate.store.models import Role
+
+    engine = open_database(settings.effective_database_url)
+    password = generate_password()
+    try:
+        create_user(engine, "admin", Role.ADMIN, password)
+    except GateError:
+        set_password(engine, "admin", password)
+    engine.dispose()
+    return password
+
+
+@app.command()
+def replay(
+    video: Annotated[Path, typer.Argument(help="Video file to run through camera + controller.")],
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run camera + controller (station emulated) over a video file as fast as it decodes."""
+    from gate.replay import replay_video
+
+    decisions = asyncio.run(replay_video(_settings(config), video))
+    if as_json:
+        typer.echo(json.dumps({"decisions": decisions}))
+    else:
+        for d in decisions:
+            typer.echo(
+                f"{d['time']:8.2f}s  {d['label'] or '-':15} {d['score'] or 0:.2f}  {d['outcome']}"
+            )
+
+
+# ---------------------------------------------------------------- config / db
+
+
+@config_app.command("show")
+def config_show(config: ConfigOption = None) -> None:
+    """Print the effective configuration (file + environment + defaults) as JSON."""
+    typer.echo(_settings(config).model_dump_json(indent=2))
+
+
+@config_app.command("check")
+def config_check(
+    file: Annotated[Path, typer.Argument(help="TOML config file to validate.")],
+) -> None:
+    """Validate a config file; exit 0 and print 'ok' if it is valid."""
+    load_settings(file)
+    typer.echo(f"{file}: ok")
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Create or migrate the database schema to the newest version."""
+    from gate.store.db import open_database, table_names
+
+    settings = _settings(config)
+    engine = open_database(settings.effective_database_url)
+    typer.echo(f"database at head: {', '.join(table_names(engine))}")
+
+
+@db_app.command("purge")
+def db_purge(config: ConfigOption = None) -> None:
+    """Apply the retention policy once: delete old snapshots and entries."""
+    from gate.store.db import open_database
+    from gate.store.records import purge_old
+
+    settings = _settings(config)
+    engine = open_database(settings.effective_database_url)
+    paths, entries = purge_old(
+        engine, settings.retention.snapshot_days, settings.retention.entry_days
+    )
+    for path in paths:
+        path.unlink(missing_ok=True)
+    typer.echo(f"deleted {entries} entries and {len(paths)} snapshots")
+
+
+# ---------------------------------------------------------------- benchmarks
+
+
+@bench_app.command("station")
+def bench_station(
+    n: Annotated[int, typer.Option(min=1, help="Round trips to time.")] = 1000,
+    as_json: JsonOption = False,
+) -> None:
+    """Time command/ack round trips to the emulated station over a real pty."""
+    from gate.sanitizer.bench import run_station_bench
+
+    _print_figures(run_station_bench(n), as_json)
+
+
+@bench_app.command("vision")
+def bench_vision(
+    config: ConfigOption = None,
+    frames: Annotated[int, typer.Option(min=10, help="Frames to time.")] = 300,
+    as_json: JsonOption = False,
+) -> None:
+    """Time per-frame analysis at 640x480 with one face, on one thread."""
+    from gate.camera.bench import run_vision_bench
+
+    _print_figures(run_vision_bench(_settings(config), frames), as_json)
+
+
+def _print_figures(figures: dict, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(figures))
+    else:
+        for key, value in figures.items():
+            typer.echo(f"{key:>12}: {value}")
+
+
+# ---------------------------------------------------------------- the rooms' own commands
+
+
+def _mount_room_commands() -> None:
+    from gate.camera.cli import register as register_camera
+    from gate.sanitizer.cli import station_app
+    from gate.server.cli import user_app
+
+    app.add_typer(station_app, name="station")
+    app.add_typer(user_app, name="user")
+    register_camera(app)
+
+
+_mount_room_commands()
+
+
+def _log_to_file(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        filename=settings.data_dir / "gate.log",
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main() -> None:
+    """Console entry point: one line for every error, never a traceback."""
+    try:
+        app()
+    except GateError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # a bug: keep the traceback in the log, show one line
+        crash_log = Path("gate-crash.log")
+        crash_log.write_text(traceback.format_exc(), encoding="utf-8")
+        typer.echo(f"internal error: {exc!r} (traceback in {crash_log.resolve()})", err=True)
+        sys.exit(3)

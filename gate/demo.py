@@ -1,0 +1,110 @@
+"""`gate demo`: the whole gate on its embedded defaults, with a scripted queue of visitors.
+
+The visitors are drawn by the simulated camera and judged by the real models.
+Their behaviour at the dispenser is acted out on the emulated station's world:
+a visitor who is told to sanitize puts their hands under the sensor, unless
+the script says they never do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from gate.assembly import Gate, assemble, serve_panel
+from gate.camera.simulated import SimVisitor
+from gate.camera.verdict import MaskLabel
+from gate.config import Settings
+from gate.store.models import Outcome
+from gate.store.records import entries_since
+
+HANDS_DELAY_SECONDS = 0.4  # a visitor reads the prompt, then reaches for the dispenser
+HANDS_HOLD_SECONDS = 1.0
+DEMO_SANITIZER_TIMEOUT = 6.0
+
+
+@dataclass(frozen=True)
+class DemoVisitor:
+    visitor: SimVisitor
+    expected: Outcome
+    sanitizes: bool = True
+
+
+MASK, BARE, UNDER_NOSE = MaskLabel.MASK, MaskLabel.NO_MASK, MaskLabel.INCORRECT_MASK
+GAP = (2.5, None)  # longer than leave_seconds: the next visitor is a new person
+DEMO_VISITORS: tuple[DemoVisitor, ...] = (
+    DemoVisitor(SimVisitor("masked", ((4.5, MASK), GAP)), Outcome.ADMITTED),
+    DemoVisitor(SimVisitor("no-mask", ((3.0, BARE), GAP)), Outcome.DENIED_NO_MASK),
+    DemoVisitor(SimVisitor("under-nose", ((3.0, UNDER_NOSE), GAP)), Outcome.DENIED_INCORRECT_MASK),
+    DemoVisitor(SimVisitor("fixes-mask", ((3.0, BARE), (5.0, MASK), GAP)), Outcome.ADMITTED),
+    DemoVisitor(
+        SimVisitor("never-sanitizes", ((3.0, MASK), (DEMO_SANITIZER_TIMEOUT + 1.5, None))),
+        Outcome.NOT_SANITIZED,
+        sanitizes=False,
+    ),
+)
+SCENARIO_SECONDS = sum(d for v in DEMO_VISITORS for d, _ in v.visitor.segments)
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """The demo keeps the user's settings but shortens the sanitizer wait."""
+    policy = settings.policy.model_copy(
+        update={"sanitizer_timeout_seconds": DEMO_SANITIZER_TIMEOUT}
+    )
+    return settings.model_copy(update={"policy": policy})
+
+
+async def act_visitors(gate: Gate) -> None:
+    """Play the visitors' part at the dispenser whenever the kiosk asks them to sanitize."""
+    assert gate.emulator is not None, "the demo needs the emulated station"
+    world = gate.emulator.world
+    sanitizers = {d.visitor.key: d.sanitizes for d in DEMO_VISITORS}
+    async for event in gate.runtime.bus.subscribe():
+        if event.kind != "prompt" or event.data["prompt"] != "sanitize":
+            continue
+        key = gate.source.visitor_at(gate.runtime.clock())  # type: ignore[attr-defined]
+        if key is None or not sanitizers.get(key.split("#")[0], True):
+            continue
+        await asyncio.sleep(HANDS_DELAY_SECONDS)
+        world.hands(True)
+        await asyncio.sleep(HANDS_HOLD_SECONDS)
+        world.hands(False)
+
+
+async def run_demo(settings: Settings, duration: float | None, serve: bool) -> dict[str, Any]:
+    """Run the demo; with a duration, stop then and report entries against the scenario."""
+    settings = demo_settings(settings)
+    started = datetime.now(UTC)
+    async with assemble(settings, loop_visitors=duration is None) as gate:
+        tasks = [asyncio.create_task(act_visitors(gate))]
+        if serve:
+            tasks.append(asyncio.create_task(serve_panel(gate.runtime)))
+        runner = asyncio.create_task(gate.runtime.run())
+        try:
+            if duration is None:
+                await runner
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(runner), duration)
+        finally:
+            gate.runtime.stop()
+            await runner
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        rows = entries_since(gate.runtime.engine, settings.gate_id, started)
+    return report(rows)
+
+
+def report(rows: list) -> dict[str, Any]:
+    """Compare the logged entries with what the scenario expects, in order."""
+    entries = [row.outcome for row in rows]
+    return {
+        "scenario": [v.expected.value for v in DEMO_VISITORS],
+        "entries": entries,
+        "counts": dict(Counter(entries)),
+    }

@@ -1,0 +1,60 @@
+"""`gate replay`: judge a recorded video with the real camera pipeline and controller.
+
+Frames are read one by one, none dropped, and the controller runs on the
+video's own clock, so a minute of video takes only as long as it decodes.
+The sanitizer step is skipped (a recording has no hands to sense); unlocks
+still go to the emulated station over a real pty.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from gate.assembly import assemble
+from gate.config import Settings
+from gate.errors import GateError
+
+
+class VideoFrames:
+    """Every frame of a file, stamped with its time in the video."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise GateError(f"video not found: {path}")
+        self._capture = cv2.VideoCapture(str(path))
+        if not self._capture.isOpened():
+            raise GateError(f"cannot decode video {path}")
+        fps = self._capture.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if 0 < fps < 1000 else 25.0
+        self.index = 0
+        self.done = False
+
+    @property
+    def now(self) -> float:
+        return self.index / self.fps
+
+    def read(self) -> tuple[float, np.ndarray] | None:
+        if self.done:
+            return None
+        ok, frame = self._capture.read()
+        if not ok:
+            self.done = True
+            return None
+        self.index += 1
+        return self.now, frame
+
+    def close(self) -> None:
+        self._capture.release()
+
+
+async def replay_video(settings: Settings, video: Path) -> list[dict[str, Any]]:
+    frames = VideoFrames(video)
+    policy = settings.policy.model_copy(update={"sanitizer_required": False})
+    settings = settings.model_copy(update={"policy": policy})
+    async with assemble(settings, source=frames, clock=lambda: frames.now, realtime=False) as gate:
+        await gate.runtime.run()
+        return gate.runtime.decisions
