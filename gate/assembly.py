@@ -16,7 +16,7 @@ from firmware_bridge.emulator import Emulator
 from gate.camera.pipeline import Vision
 from gate.camera.simulated import SimulatedCamera, SimVisitor
 from gate.camera.sources import open_source
-from gate.config import Settings
+from gate.config import Settings, check_data_dir
 from gate.errors import GateError
 from gate.runtime import FrameSource, GateRuntime
 from gate.sanitizer.station import Station
@@ -30,16 +30,6 @@ class Gate:
     runtime: GateRuntime
     source: FrameSource
     emulator: Emulator | None
-
-
-def check_data_dir(data_dir: Path) -> None:
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        probe = data_dir / ".write-test"
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise GateError(f"data dir {data_dir} is not writable: {exc.strerror}") from None
 
 
 async def serve_panel(runtime: GateRuntime) -> None:
@@ -73,7 +63,6 @@ async def assemble(
     """Open everything the settings describe; stop the emulator on the way out."""
     check_data_dir(settings.data_dir)
     engine = open_database(settings.effective_database_url)
-    vision = Vision(settings.camera, settings.data_dir)
     extra = {"clock": clock} if clock else {}
     if source is not None:
         pass
@@ -91,6 +80,7 @@ async def assemble(
         )
     else:
         source = open_source(settings.camera)
+    vision = Vision(settings.camera, settings.data_dir)
     emulator = None
     port = settings.station.port
     if port == "emulated":

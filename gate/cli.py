@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from gate.config import Settings, load_settings
+from gate.config import Settings, check_data_dir, load_settings
 from gate.errors import GateError
 
 app = typer.Typer(
@@ -237,7 +237,7 @@ _mount_room_commands()
 
 
 def _log_to_file(settings: Settings) -> None:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    check_data_dir(settings.data_dir)
     logging.basicConfig(
         filename=settings.data_dir / "gate.log",
         level=logging.INFO,

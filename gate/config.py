@@ -178,6 +178,17 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         Settings._toml_file = None
 
 
+def check_data_dir(data_dir: Path) -> None:
+    """Create the data dir and prove it is writable, or say which one is not."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise GateError(f"data dir {data_dir} is not writable: {exc.strerror}") from None
+
+
 def describe(exc: ValidationError) -> str:
     """Squeeze a pydantic error into one line that names each bad key."""
     parts = []

@@ -1,0 +1,148 @@
+"""The `gate` command as a user meets it: one-line errors, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GATE = [sys.executable, "-m", "gate"]
+
+
+def gate(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 120
+):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GATE_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [*GATE, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_every_command_has_help() -> None:
+    commands = [
+        [],
+        ["run"],
+        ["demo"],
+        ["replay"],
+        ["config"],
+        ["config", "show"],
+        ["config", "check"],
+        ["db"],
+        ["db", "upgrade"],
+        ["db", "purge"],
+        ["bench"],
+        ["bench", "station"],
+        ["bench", "vision"],
+        ["station"],
+        ["station", "emulate"],
+        ["user"],
+        ["user", "add"],
+        ["user", "passwd"],
+        ["user", "disable"],
+        ["user", "list"],
+        ["models"],
+        ["models", "fetch"],
+        ["train"],
+        ["eval"],
+    ]
+    for command in commands:
+        result = gate(*command, "--help")
+        assert result.returncode == 0, (command, result.stderr)
+        assert "Usage:" in result.stdout, command
+
+
+def test_config_show_prints_the_embedded_defaults() -> None:
+    result = gate("config", "show")
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["camera"]["source"] == "simulated"
+    assert shown["station"]["port"] == "emulated"
+    assert shown["database_url"] is None  # SQLite in the data dir
+    assert shown["server"]["host"] == "127.0.0.1" and shown["server"]["port"] == 8000
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    config = write(tmp_path / "g.toml", "[policy]\nunlock_seconds = 4\n")
+    result = gate(
+        "config", "show", "--config", str(config), env={"GATE_POLICY__UNLOCK_SECONDS": "3"}
+    )
+    assert json.loads(result.stdout)["policy"]["unlock_seconds"] == 3
+
+
+def test_config_check_accepts_the_shipped_example() -> None:
+    example = Path(__file__).resolve().parents[1] / "deploy" / "gate.example.toml"
+    result = gate("config", "check", str(example))
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("[policy]\nunlok_seconds = 3\n", ["unknown key", "policy.unlok_seconds"]),
+        ("colour = 'red'\n", ["unknown key", "colour"]),
+        ("[policy]\nunlock_seconds = 3600\n", ["policy.unlock_seconds"]),
+        ("[policy]\nmask_policy = 'maybe'\n", ["policy.mask_policy"]),
+        ("[camera\nsource=1", ["not valid TOML"]),
+        ("[camera]\nroi = [0.5, 0.5, 0.2, 0.9]\n", ["camera.roi"]),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, words: list[str]) -> None:
+    config = write(tmp_path / "bad.toml", text)
+    assert_one_line_error(gate("config", "check", str(config)), *words)
+    assert_one_line_error(gate("run", "--config", str(config)), *words)
+
+
+def test_missing_config_file_is_one_line() -> None:
+    assert_one_line_error(gate("run", "--config", "/nonexistent/gate.toml"), "not found")
+
+
+@pytest.mark.parametrize(
+    ("url", "word"),
+    [
+        ("not a url", "not a valid database URL"),
+        ("postgresql://nobody@127.0.0.1:1/none", "cannot open database"),
+        ("mysql+nosuchdriver://x/y", "not supported"),
+    ],
+)
+def test_bad_database_url_is_one_line(tmp_path: Path, url: str, word: str) -> None:
+    env = {"GATE_DATABASE_URL": url, "GATE_DATA_DIR": str(tmp_path)}
+    assert_one_line_error(gate("db", "upgrade", env=env), word)
+    assert_one_line_error(gate("run", env=env), word)
+
+
+def test_unwritable_data_dir_is_one_line(tmp_path: Path) -> None:
+    blocker = write(tmp_path / "a-file", "")
+    env = {"GATE_DATA_DIR": str(blocker / "data")}  # a folder inside a file: no one can write
+    assert_one_line_error(gate("run", env=env), "data dir", "not writable")
+    assert_one_line_error(gate("demo", "--duration", "1", env=env), "data dir", "not writable")
+
+
+@pytest.mark.parametrize("source", ["/nonexistent/clip.mp4", "9"])
+def test_missing_camera_is_one_line(tmp_path: Path, source: str) -> None:
+    env = {"GATE_DATA_DIR": str(tmp_path), "GATE_CAMERA__SOURCE": source}
+    assert_one_line_error(gate("run", env=env), "camera")
+
+
+def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
+    result = gate("db", "upgrade", env={"GATE_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "entry" in result.stdout and (tmp_path / "gate.db").exists()
