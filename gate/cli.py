@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -61,6 +63,7 @@ def run(config: ConfigOption = None) -> None:
 
     async def main() -> None:
         async with assemble(settings) as gate:
+            stop_on_sigterm(gate.runtime.stop)
             panel = asyncio.create_task(serve_panel(gate.runtime))
             runner = asyncio.create_task(gate.runtime.run())
             typer.echo(
@@ -234,6 +237,11 @@ def _mount_room_commands() -> None:
 
 
 _mount_room_commands()
+
+
+def stop_on_sigterm(stop: Callable[[], None]) -> None:
+    """systemd stops services with SIGTERM: finish cleanly (door locked, link closed)."""
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop)
 
 
 def _log_to_file(settings: Settings) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -80,6 +81,7 @@ async def run_demo(settings: Settings, duration: float | None, serve: bool) -> d
     settings = demo_settings(settings)
     started = datetime.now(UTC)
     async with assemble(settings, loop_visitors=duration is None) as gate:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, gate.runtime.stop)
         tasks = [asyncio.create_task(act_visitors(gate))]
         if serve:
             tasks.append(asyncio.create_task(serve_panel(gate.runtime)))

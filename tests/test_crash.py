@@ -1,0 +1,119 @@
+"""SIGKILL the gate at random moments during a stream of visitors; nothing is lost or doubled.
+
+The station emulator runs in its own process (it is the hardware) and logs
+every unlock it executes with its entry reference. After the storm, every
+executed unlock must belong to exactly one admitted entry, and no visitor may
+have two entries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from gate.store.db import make_engine, session
+from gate.store.models import Entry
+from tests.crash_worker import PERIOD
+
+KILLS = 50
+REPO = Path(__file__).resolve().parents[1]
+
+
+def start_emulator(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
+    link, log = tmp_path / "station", tmp_path / "actuations.jsonl"
+    emulator = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gate",
+            "station",
+            "emulate",
+            "--link",
+            str(link),
+            "--actuation-log",
+            str(log),
+            "--auto-door",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    deadline = time.monotonic() + 30
+    while not link.exists():
+        assert emulator.poll() is None, "emulator died"
+        assert time.monotonic() < deadline, "emulator did not start"
+        time.sleep(0.05)
+    return emulator, link, log
+
+
+@pytest.mark.slow
+def test_sigkill_storm_loses_and_duplicates_no_admitted_visitor(tmp_path: Path) -> None:
+    emulator, link, actuation_log = start_emulator(tmp_path)
+    data = tmp_path / "data"
+    models = REPO / "var" / "models"
+    data.mkdir()
+    (data / "models").symlink_to(models)
+    config = tmp_path / "gate.toml"
+    config.write_text(
+        f'gate_id = "crash"\ndata_dir = "{data}"\n'
+        f'[station]\nport = "{link}"\n'
+        "[policy]\nsanitizer_required = false\nunlock_seconds = 1\nleave_seconds = 2.5\n",
+        encoding="utf-8",
+    )
+    epoch = time.time() + 1
+    rng = random.Random(20261127)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("GATE_")}}
+    try:
+        for _ in range(KILLS):
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "tests.crash_worker", str(config), str(epoch)],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            time.sleep(rng.uniform(0.3, 5.0))
+            assert worker.poll() is None, worker.stderr.read().decode()
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+        # A last, undisturbed run lets the final visitor's visit conclude.
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "tests.crash_worker", str(config), str(epoch)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        time.sleep(PERIOD * 2)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+    finally:
+        emulator.kill()
+        emulator.wait()
+
+    unlocks = [json.loads(line) for line in actuation_log.read_text().splitlines() if line.strip()]
+    refs = [u["ref"] for u in unlocks if u["kind"] == "unlock" and u["ref"]]
+    engine = make_engine(f"sqlite:///{data / 'gate.db'}")
+    with session(engine) as s:
+        entries = list(s.scalars(select(Entry)))
+    by_ref = {e.unlock_ref: e for e in entries}
+    assert len(set(refs)) >= 15, "too few admissions to mean anything"
+    for ref in set(refs):
+        assert ref in by_ref, f"unlock {ref} executed with no entry logged"
+        assert by_ref[ref].outcome == "admitted"
+    visitor_of = Counter(
+        int((e.seen_at.replace(tzinfo=UTC).timestamp() - epoch) // PERIOD) for e in entries
+    )
+    doubled = {v: n for v, n in visitor_of.items() if n > 1}
+    assert not doubled, f"visitors with more than one entry: {doubled}"
