@@ -43,6 +43,7 @@ from gate.events import EventBus
 from gate.sanitizer.station import LinkState, Station, StationEvent
 from gate.store import records
 from gate.store.models import Entry, Outcome, Severity
+from gate.store.retention import apply_retention
 
 log = logging.getLogger("gate.runtime")
 
@@ -257,7 +258,9 @@ class GateRuntime:
     async def _retention_loop(self) -> None:
         interval = self.settings.retention.interval_minutes * 60
         while True:
-            await self._db(self.purge)
+            await self._db(
+                apply_retention, self.engine, self.settings.retention, self.settings.gate_id
+            )
             await asyncio.sleep(interval)
 
     # ------------------------------------------------------------------ station
@@ -387,22 +390,6 @@ class GateRuntime:
             log.warning("snapshot not saved: %s", exc)
             return
         await self._db(records.set_snapshot, self.engine, entry_id, str(path))
-
-    def purge(self) -> tuple[int, int]:
-        """Retention: delete old snapshots and entries, and log what went."""
-        retention = self.settings.retention
-        paths, entries = records.purge_old(
-            self.engine, retention.snapshot_days, retention.entry_days
-        )
-        for path in paths:
-            path.unlink(missing_ok=True)
-        if paths or entries:
-            detail = f"deleted {entries} entries and {len(paths)} snapshots"
-            log.info("retention: %s", detail)
-            records.record_audit(
-                self.engine, "system", "retention", "", detail, self.settings.gate_id
-            )
-        return entries, len(paths)
 
     # ------------------------------------------------------------------ helpers
 

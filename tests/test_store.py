@@ -82,3 +82,28 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
     eng = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
     with eng.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+
+
+def test_retention_job_deletes_files_and_audits_what_it_deleted(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from sqlalchemy import select
+
+    from gate.config import RetentionSettings
+    from gate.store.db import session
+    from gate.store.models import AuditEvent
+    from gate.store.retention import apply_retention
+
+    records.ensure_gate(engine, "g1")
+    snap = tmp_path / "old.jpg"
+    snap.write_bytes(b"jpeg")
+    old = entry(1, Outcome.DENIED_NO_MASK, datetime.now(UTC) - timedelta(days=30))
+    records.save_entry(engine, old)
+    records.set_snapshot(engine, old.id, str(snap))
+    settings = RetentionSettings(snapshot_days=7, entry_days=20)
+    assert apply_retention(engine, settings, "g1") == (1, 1)
+    assert not snap.exists()
+    with session(engine) as s:
+        (audit,) = s.scalars(select(AuditEvent).where(AuditEvent.action == "retention"))
+    assert audit.detail == "deleted 1 entries and 1 snapshots" and audit.actor == "system"
+    assert apply_retention(engine, settings, "g1") == (0, 0)
