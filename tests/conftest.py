@@ -50,3 +50,31 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+MODELS = REPO / "var" / "models"
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The verified face-detector model, fetched once per machine (as `make test` does)."""
+    import subprocess
+    import sys
+
+    subprocess.run(
+        [sys.executable, "-m", "gate", "models", "fetch"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("GATE_")},
+    )
+    return MODELS
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, models_dir: Path) -> Path:
+    """A fresh data dir that shares the fetched models."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "models").symlink_to(models_dir)
+    return data
