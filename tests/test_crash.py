@@ -59,12 +59,11 @@ def start_emulator(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
 
 
 @pytest.mark.slow
-def test_sigkill_storm_loses_and_duplicates_no_admitted_visitor(tmp_path: Path) -> None:
+def test_sigkill_storm_loses_and_duplicates_no_admitted_visitor(
+    tmp_path: Path, data_dir: Path
+) -> None:
     emulator, link, actuation_log = start_emulator(tmp_path)
-    data = tmp_path / "data"
-    models = REPO / "var" / "models"
-    data.mkdir()
-    (data / "models").symlink_to(models)
+    data = data_dir
     config = tmp_path / "gate.toml"
     config.write_text(
         f'gate_id = "crash"\ndata_dir = "{data}"\n'
