@@ -77,13 +77,13 @@ def cobs_encode(data):
 
 def cobs_decode(data):
     """Decode one COBS block (no delimiter); None if it is not valid COBS."""
+    if b"\x00" in data:
+        return None
     out = bytearray()
     i = 0
     n = len(data)
     while i < n:
         code = data[i]
-        if code == 0:
-            return None
         end = i + code
         if end > n:
             return None

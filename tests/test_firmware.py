@@ -1,0 +1,221 @@
+"""Firmware logic on a hand-driven clock: the MCU defends the door and the pump by itself."""
+
+from __future__ import annotations
+
+from firmware_bridge import firmware as fw
+from firmware_bridge import messages as m
+from firmware_bridge import wire
+from tests.test_link_rig import HEARTBEAT_MS, Rig, frame
+
+OK, REFUSED = m.RSP_OK, m.RSP_REFUSED
+
+
+def connected(**world: float | bool) -> Rig:
+    rig = Rig(**world)
+    rig.hello()
+    rig.advance(50)
+    return rig
+
+
+def test_boot_is_fail_secure_and_reported() -> None:
+    rig = connected()
+    assert not rig.world.relay_unlocked and not rig.world.pump_running
+    assert rig.names()[:2] == ["boot", "fluid_level"]
+
+
+def test_unlock_for_an_hour_is_cut_to_the_firmware_maximum() -> None:
+    rig = connected()
+    assert rig.command(m.CMD_UNLOCK, 3_600_000, 7) == (OK, (fw.UNLOCK_MAX_MS,))
+    assert rig.executed("unlock") == [("unlock", fw.UNLOCK_MAX_MS, 7)]
+    rig.advance(fw.UNLOCK_MAX_MS - 50)
+    assert rig.world.relay_unlocked
+    rig.advance(60)
+    assert not rig.world.relay_unlocked
+
+
+def test_dispense_is_capped_and_reports_what_ran() -> None:
+    rig = connected()
+    assert rig.command(m.CMD_DISPENSE, 60000, 5) == (OK, (fw.DISPENSE_MAX_MS,))
+    assert rig.command(m.CMD_DISPENSE, 100, 6) == (REFUSED, (m.REFUSED_BUSY,))
+    rig.advance(fw.DISPENSE_MAX_MS + 20)
+    assert not rig.world.pump_running
+    assert ("dispensed", fw.DISPENSE_MAX_MS, 5) in rig.events
+
+
+def test_heartbeat_loss_relocks_stops_pump_and_refuses_until_hello() -> None:
+    rig = connected()
+    rig.command(m.CMD_UNLOCK, 20000, 1)
+    rig.command(m.CMD_DISPENSE, 3000, 2)
+    rig.heartbeat = False
+    silent_since = rig.now
+    while rig.world.relay_unlocked:
+        rig.advance(5)
+    assert rig.now - silent_since <= fw.HEARTBEAT_MAX_MS + 10
+    assert not rig.world.pump_running
+    assert rig.executed("lock") == [("lock", 0, 1)]
+    assert rig.command(m.CMD_UNLOCK, 5000, 3) == (REFUSED, (m.REFUSED_NO_SESSION,))
+    assert not rig.world.relay_unlocked
+    rig.hello()  # the host comes back
+    rig.heartbeat = True
+    assert rig.command(m.CMD_UNLOCK, 5000, 4) == (OK, (5000,))
+    assert rig.world.relay_unlocked
+    assert ("fault", m.FAULT_HEARTBEAT_LOST, 0) in rig.events
+
+
+def test_heartbeat_keeps_a_long_unlock_alive() -> None:
+    rig = connected()
+    rig.command(m.CMD_UNLOCK, 10000, 1)
+    rig.advance(9000)
+    assert rig.world.relay_unlocked
+
+
+def test_pump_never_runs_at_empty_and_refuses_until_refilled() -> None:
+    rig = connected(tank_ml=10.0, pump_ml_per_second=4.0)
+    doses = 0
+    while rig.command(m.CMD_DISPENSE, 3000, doses)[0] == OK:
+        doses += 1
+        rig.advance(3100)
+        assert doses < 10
+    assert rig.command(m.CMD_DISPENSE, 500, 99) == (REFUSED, (m.REFUSED_FLUID_EMPTY,))
+    assert not rig.world.pump_running
+    assert rig.world.dry_run_ms == 0
+    assert rig.world.fluid_ml > 0
+    assert "fluid_low" in rig.names() and "fluid_empty" in rig.names()
+    rig.world.refill()
+    rig.advance(20)
+    assert rig.command(m.CMD_DISPENSE, 500, 100) == (OK, (500,))
+
+
+def test_pump_stops_mid_dose_when_the_tank_runs_dry() -> None:
+    rig = connected(tank_ml=10.0, pump_ml_per_second=4.0, fluid_ml=2.0)
+    rig.command(m.CMD_DISPENSE, 3000, 1)
+    rig.advance(3100)
+    ran = [value for name, value, ref in rig.events if name == "dispensed" and ref == 1]
+    assert ran and ran[0] < 3000
+    assert rig.world.dry_run_ms == 0
+
+
+def test_fire_unlocks_with_no_host_at_all() -> None:
+    rig = Rig()  # no hello ever
+    rig.world.fire(True)
+    rig.advance(50)
+    assert rig.world.relay_unlocked
+    rig.world.fire(False)
+    rig.advance(50)
+    assert not rig.world.relay_unlocked
+
+
+def test_fire_clearing_keeps_an_active_host_unlock() -> None:
+    rig = connected()
+    rig.world.fire(True)
+    rig.advance(50)
+    rig.command(m.CMD_LOCK)
+    assert rig.world.relay_unlocked  # lock cannot override the fire input
+    rig.command(m.CMD_UNLOCK, 2000, 9)
+    rig.world.fire(False)
+    rig.advance(50)
+    assert rig.world.relay_unlocked
+    rig.advance(2000)
+    assert not rig.world.relay_unlocked
+    assert {"fire_on", "fire_off"} <= set(rig.names())
+
+
+def test_door_opened_while_locked_is_forced() -> None:
+    rig = connected()
+    rig.world.open_door()
+    rig.advance(50)
+    assert "door_forced" in rig.names()
+
+
+def test_door_opened_after_exit_request_or_unlock_is_not_forced() -> None:
+    rig = connected()
+    rig.world.press_exit()
+    rig.advance(50)
+    rig.world.open_door()
+    rig.advance(50)
+    rig.world.close_door()
+    rig.advance(50)
+    rig.command(m.CMD_UNLOCK, 3000, 11)
+    rig.world.open_door()
+    rig.advance(50)
+    assert "exit_request" in rig.names()
+    assert "door_forced" not in rig.names()
+    assert ("door_opened", 0, 11) in rig.events
+
+
+def test_door_held_open_is_reported_once_with_the_ref() -> None:
+    rig = connected()
+    reply = rig.command(m.CMD_CONFIGURE, 30000, 3000, 1000, 1500, 15)
+    assert reply == (m.RSP_LIMITS, (30000, 3000, 1000, 1500, 15))
+    rig.command(m.CMD_UNLOCK, 500, 21)
+    rig.world.open_door()
+    rig.advance(2500)
+    assert [e for e in rig.events if e[0] == "door_held"] == [("door_held", 1000, 21)]
+    rig.world.close_door()
+    rig.advance(50)
+    assert rig.events[-1][0] == "door_closed" and rig.events[-1][2] == 21
+
+
+def test_configure_cannot_raise_hard_limits() -> None:
+    rig = connected()
+    reply = rig.command(m.CMD_CONFIGURE, 0xFFFFFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFF, 255)
+    assert reply == (
+        m.RSP_LIMITS,
+        (fw.UNLOCK_MAX_MS, fw.DISPENSE_MAX_MS, fw.HELD_OPEN_MAX_MS, fw.HEARTBEAT_MAX_MS, 100),
+    )
+
+
+def test_lock_ends_an_unlock_and_is_logged() -> None:
+    rig = connected()
+    rig.command(m.CMD_UNLOCK, 20000, 31)
+    rig.command(m.CMD_LOCK)
+    assert not rig.world.relay_unlocked
+    assert rig.executed("lock") == [("lock", 0, 31)]
+
+
+def test_retransmitted_command_runs_once_and_gets_the_same_ack() -> None:
+    rig = connected()
+    raw = rig.send(m.encode_command(m.CMD_UNLOCK, 1000, 5))
+    rig.advance(5)
+    rig.hal.rx.extend(raw)  # the host never saw the ack and sends the same frame again
+    rig.advance(5)
+    assert rig.executed("unlock") == [("unlock", 1000, 5)]
+    assert rig.acks[-1] == rig.acks[-2]
+
+
+def test_out_of_order_command_is_naked_not_run() -> None:
+    rig = connected()
+    rig.hal.rx.extend(frame(wire.DATA, 9, m.encode_command(m.CMD_UNLOCK, 1000, 5)))
+    rig.tick()
+    assert rig.actuations == []
+    assert not rig.world.relay_unlocked
+
+
+def test_events_are_retransmitted_until_acked_and_delivered_once() -> None:
+    rig = connected()
+    rig.world.hands(True)
+    rig.advance(300, deliver=False)  # the MCU's frames are lost on the way
+    rig.advance(300)
+    assert rig.names().count("hands_present") == 1
+
+
+def test_event_resent_in_a_new_session_is_not_delivered_twice() -> None:
+    rig = connected()
+    rig.world.tamper()
+    rig.advance(300, answer=False)  # the host gets the event, the MCU never gets the ack
+    assert rig.names().count("tamper") == 1
+    assert rig.host.duplicates > 0  # retransmits arrived and were dropped by seq
+    rig.hello()  # new session: the MCU sends the unacked event again, under a new seq
+    rig.advance(300)
+    assert rig.names().count("tamper") == 1
+    assert rig.host.duplicates == 1  # this time dropped by its event number
+
+
+def test_protocol_mismatch_gets_no_session() -> None:
+    rig = Rig()
+    rig.hal.rx.extend(frame(wire.HELLO, 0, m.encode_hello(wire.PROTOCOL_VERSION + 1, 5)))
+    rig.advance(HEARTBEAT_MS)
+    assert not rig.firmware.link.alive
+    rig.hal.rx.extend(frame(wire.DATA, 0, m.encode_command(m.CMD_UNLOCK, 1000, 1)))
+    rig.advance(10)
+    assert rig.actuations == []
