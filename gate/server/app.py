@@ -1,0 +1,190 @@
+"""The FastAPI app factory: ``create_app(runtime)``.
+
+The app holds no gate logic: it reads the store and the event bus and asks the
+runtime to act. FastAPI's own /docs and /openapi.json are switched off and
+re-served under /api behind login, because the schema describes the override
+endpoints of a door.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gate.errors import GateError
+from gate.server.filters import BadInput
+from gate.server.routers import admin, api, audit, auth, entries, kiosk, live, stats, system
+from gate.server.security import RateLimiter, SessionCodec, load_secret_key
+from gate.server.streams import FrameEncoder
+from gate.server.web import Forbidden, NotAuthenticated, Panel, Runtime, redirect, render
+
+HERE = Path(__file__).parent
+MAX_BODY_BYTES = 64 * 1024  # forms here are a reason and a few fields
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        b"object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+class GuardMiddleware:
+    """Adds security headers and refuses request bodies over MAX_BODY_BYTES with 413.
+
+    A plain ASGI middleware (not BaseHTTPMiddleware) so SSE and MJPEG streams
+    pass through untouched.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            await _too_large(send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:  # chunked bodies carry no content-length
+                    raise _BodyTooLarge()
+            return message
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_with_headers)
+        except _BodyTooLarge:
+            if not started:
+                await _too_large(send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"text/plain; charset=utf-8"), *SECURITY_HEADERS],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"request body too large"})
+
+
+def _wants_json(request: Request) -> bool:
+    path = request.url.path
+    return (
+        path.startswith(("/api/", "/metrics"))
+        or path.endswith((".csv", ".mjpg"))
+        or "/events" in path
+        or "text/html" not in request.headers.get("accept", "text/html")
+    )
+
+
+def _error(request: Request, status: int, message: str) -> Response:
+    if _wants_json(request):
+        return JSONResponse({"detail": message}, status_code=status)
+    return render(request, "error.html", {"status": status, "message": message}, status)
+
+
+def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(NotAuthenticated)
+    async def not_authenticated(request: Request, _exc: NotAuthenticated) -> Response:
+        if request.method == "GET" and not _wants_json(request):
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return redirect(request, "/login?" + urlencode({"next": target}))
+        return JSONResponse({"detail": "login required"}, status_code=401)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> Response:
+        return _error(request, 403, str(exc))
+
+    @app.exception_handler(BadInput)
+    async def bad_input(request: Request, exc: BadInput) -> Response:
+        return _error(request, 400, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}"
+            for e in exc.errors()
+        )
+        return _error(request, 422, problems[:1000])
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return _error(request, exc.status_code, str(exc.detail))
+
+
+def templates() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(["html", "svg"], default=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals["urlencode"] = urlencode
+    return env
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """The panel for ``runtime``; settings and database come from the runtime."""
+    settings = runtime.settings
+    try:
+        zone = ZoneInfo(settings.server.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise GateError(
+            f"server.timezone: unknown time zone {settings.server.timezone!r}"
+        ) from None
+    codec = SessionCodec(load_secret_key(settings.data_dir), settings.server.session_hours * 3600)
+    app = FastAPI(
+        title="Entry Gate panel API", version="1", docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.state.panel = Panel(
+        runtime=runtime,
+        settings=settings,
+        engine=runtime.engine,
+        codec=codec,
+        limiter=RateLimiter(),
+        templates=templates(),
+        zone=zone,
+        frames=FrameEncoder(),
+    )
+    _install_handlers(app)
+    for area in (auth, live, entries, stats, audit, admin, kiosk, system):
+        app.include_router(area.router, include_in_schema=False)
+    app.include_router(api.router)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.add_middleware(GuardMiddleware)
+    return app

@@ -1,0 +1,101 @@
+"""``gate user add|passwd|disable|list``: staff accounts from the command line.
+
+The first admin has to come from somewhere that is not the panel; this is it.
+Passwords are generated unless given on standard input, so none ever appears
+in shell history or a process list.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy import Engine
+
+from gate.config import load_settings
+from gate.errors import GateError
+from gate.server import users
+from gate.store.db import open_database
+from gate.store.models import Role
+
+user_app = typer.Typer(help="Manage staff accounts of the web panel.", no_args_is_help=True)
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML config file (finds the database).")
+]
+PasswordStdin = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+]
+
+
+def _engine(config: Path | None) -> Engine:
+    return open_database(load_settings(config).effective_database_url)
+
+
+def _password(from_stdin: bool) -> tuple[str, bool]:
+    """(password, generated?)"""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n"), False
+    return users.generate_password(), True
+
+
+def _fail(exc: GateError) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(1)
+
+
+@user_app.command("add")
+def add(
+    username: str,
+    role: Annotated[Role, typer.Option(help="admin, manager or security")],
+    config: ConfigOption = None,
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Create an account; prints the generated password once."""
+    password, generated = _password(password_stdin)
+    try:
+        user = users.create_user(_engine(config), username, role, password)
+    except GateError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"created {user.username} ({user.role})")
+    if generated:
+        typer.echo(f"password: {password}")
+
+
+@user_app.command("passwd")
+def passwd(
+    username: str, config: ConfigOption = None, password_stdin: PasswordStdin = False
+) -> None:
+    """Set a new password (and lift a lockout); prints the generated password once."""
+    password, generated = _password(password_stdin)
+    try:
+        users.set_password(_engine(config), username, password)
+    except GateError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"password changed for {username}")
+    if generated:
+        typer.echo(f"password: {password}")
+
+
+@user_app.command("disable")
+def disable(username: str, config: ConfigOption = None) -> None:
+    """Disable an account; its sessions stop working at their next request."""
+    try:
+        users.disable_user(_engine(config), username)
+    except GateError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"disabled {username}")
+
+
+@user_app.command("list")
+def list_(config: ConfigOption = None) -> None:
+    """List accounts with role and state."""
+    try:
+        rows = users.list_users(_engine(config))
+    except GateError as exc:
+        raise _fail(exc) from None
+    for user in rows:
+        state = "disabled" if user.disabled else "active"
+        typer.echo(f"{user.username}\t{user.role}\t{state}")

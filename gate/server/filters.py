@@ -1,0 +1,105 @@
+"""Turning query-string text into checked filter values, for pages and the API alike.
+
+Anything that does not parse is a BadInput (answered 400 with the reason),
+never a 500 and never a silently ignored filter: a manager exporting "last
+week" must not get "everything" because of a typo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from gate.server.queries import Cursor, EntryFilter
+from gate.store.models import Outcome
+
+MIN_YEAR, MAX_YEAR = 2000, 2100
+MAX_TEXT = 64
+
+
+class BadInput(ValueError):
+    """A filter value the user can fix; the message names the field."""
+
+
+@dataclass(frozen=True)
+class EntryQuery:
+    """The raw filter texts as they came, kept for re-filling the form and paging links."""
+
+    start: str = ""
+    end: str = ""
+    outcome: str = ""
+    gate: str = ""
+
+    def params(self) -> dict[str, str]:
+        return {
+            k: v
+            for k, v in {
+                "from": self.start,
+                "to": self.end,
+                "outcome": self.outcome,
+                "gate": self.gate,
+            }.items()
+            if v
+        }
+
+
+def parse_moment(text: str, field: str, zone: ZoneInfo, end_of_day: bool = False) -> datetime:
+    """'YYYY-MM-DD' (a whole local day) or 'YYYY-MM-DDTHH:MM[:SS]' local time, to UTC.
+
+    For the end of a range a bare date means "through that day", so the
+    exclusive bound is the next local midnight.
+    """
+    if len(text) > 32:
+        raise BadInput(f"{field}: too long")
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            moment = datetime.combine(day + timedelta(days=1) if end_of_day else day, time())
+        else:
+            moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadInput(f"{field}: not a date (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from None
+    if not MIN_YEAR <= moment.year <= MAX_YEAR:
+        raise BadInput(f"{field}: year must be between {MIN_YEAR} and {MAX_YEAR}")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    return moment.astimezone(ZoneInfo("UTC"))
+
+
+def parse_entry_filter(query: EntryQuery, zone: ZoneInfo, gates: list[str]) -> EntryFilter:
+    start = parse_moment(query.start, "from", zone) if query.start else None
+    end = parse_moment(query.end, "to", zone, end_of_day=True) if query.end else None
+    if start is not None and end is not None and end <= start:
+        raise BadInput("to: must be after from")
+    outcome = None
+    if query.outcome:
+        try:
+            outcome = Outcome(query.outcome)
+        except ValueError:
+            raise BadInput("outcome: unknown value") from None
+    if query.gate and query.gate not in gates:
+        raise BadInput("gate: unknown gate")
+    return EntryFilter(start, end, outcome, query.gate or None)
+
+
+def parse_cursor(text: str | None, field: str) -> Cursor | None:
+    if not text:
+        return None
+    try:
+        return Cursor.decode(text)
+    except ValueError:
+        raise BadInput(f"{field}: not a page position from this panel") from None
+
+
+def parse_day(text: str | None, zone: ZoneInfo) -> date:
+    """A local calendar day for the statistics page; today when not given."""
+    if not text:
+        return datetime.now(zone).date()
+    try:
+        day = date.fromisoformat(text) if len(text) == 10 else None
+    except ValueError:
+        day = None
+    if day is None or not MIN_YEAR <= day.year <= MAX_YEAR:
+        raise BadInput("day: not a date (use YYYY-MM-DD)")
+    return day

@@ -1,0 +1,113 @@
+"""Administration: staff accounts and a read-only view of the settings.
+
+Settings are shown, not edited: they live in the TOML file the service was
+started with, and a door controller whose config changes under it from a web
+form is harder to reason about than one restarted with a reviewed file.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import Response
+from sqlalchemy.engine import make_url
+from starlette.concurrency import run_in_threadpool
+
+from gate.errors import GateError
+from gate.server import users
+from gate.server.web import CurrentUser, panel, redirect, render, require, translator
+from gate.store.models import Role
+
+admin_only = require(Role.ADMIN)
+router = APIRouter(prefix="/admin", dependencies=[Depends(admin_only)])
+Admin = Annotated[CurrentUser, Depends(admin_only)]
+
+
+async def _users_page(request: Request, status_code: int = 200, **extra: Any) -> Response:
+    rows = await run_in_threadpool(users.list_users, panel(request).engine)
+    return render(
+        request,
+        "admin_users.html",
+        {
+            "users": rows,
+            "roles": list(Role),
+            "error": "",
+            "new_password": "",
+            "for_user": "",
+            **extra,
+        },
+        status_code,
+    )
+
+
+@router.get("/users")
+async def users_page(request: Request) -> Response:
+    return await _users_page(request)
+
+
+@router.post("/users")
+async def create_user(
+    request: Request,
+    admin: Admin,
+    username: Annotated[str, Form(max_length=64)],
+    role: Annotated[str, Form(max_length=16)],
+    password: Annotated[str, Form(max_length=256)] = "",
+) -> Response:
+    """Create an account; with no password given, generate one and show it this once."""
+    chosen = password or users.generate_password()
+    try:
+        user = await run_in_threadpool(
+            users.create_user, panel(request).engine, username, role, chosen, admin.username
+        )
+    except GateError as exc:
+        return await _users_page(request, 422, error=str(exc))
+    return await _users_page(
+        request, new_password="" if password else chosen, for_user=user.username
+    )
+
+
+@router.post("/users/{username}/password")
+async def reset_password(request: Request, username: str, admin: Admin) -> Response:
+    """Replace a forgotten password with a generated one, shown once; ends old sessions."""
+    fresh = users.generate_password()
+    try:
+        await run_in_threadpool(
+            users.set_password, panel(request).engine, username, fresh, admin.username
+        )
+    except GateError as exc:
+        return await _users_page(request, 404, error=str(exc))
+    return await _users_page(request, new_password=fresh, for_user=username)
+
+
+@router.post("/users/{username}/disable")
+async def disable(request: Request, username: str, admin: Admin) -> Response:
+    if username == admin.username:
+        _ = translator(request)
+        return await _users_page(request, 409, error=_("You cannot disable your own account."))
+    try:
+        await run_in_threadpool(users.disable_user, panel(request).engine, username, admin.username)
+    except GateError as exc:
+        return await _users_page(request, 404, error=str(exc))
+    return redirect(request, "/admin/users")
+
+
+@router.get("/settings")
+async def settings_page(request: Request) -> Response:
+    settings = panel(request).settings
+    values = settings.model_dump(mode="json")
+    if values.get("database_url"):
+        values["database_url"] = make_url(values["database_url"]).render_as_string(
+            hide_password=True
+        )
+    return render(request, "admin_settings.html", {"sections": _flatten(values)})
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            rows += _flatten(value, f"{prefix}{key}.")
+        else:
+            rows.append((f"{prefix}{key}", str(value)))
+    return rows

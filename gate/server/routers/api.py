@@ -1,0 +1,220 @@
+"""JSON API under /api, with the same roles as the pages and its OpenAPI docs behind login.
+
+Authentication is the panel's session cookie; state-changing calls send the
+session's CSRF token in the ``X-CSRF-Token`` header (``GET /api/me`` returns it).
+The docs page is rendered here from the schema rather than by Swagger UI,
+which would pull its scripts from a CDN.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from gate.errors import GateError
+from gate.server import queries
+from gate.server.filters import BadInput, parse_cursor, parse_entry_filter
+from gate.server.routers.entries import Filters
+from gate.server.routers.live import clean_reason
+from gate.server.routers.stats import figures
+from gate.server.users import list_users
+from gate.server.web import CurrentUser, any_user, ensure_session, panel, render, require
+from gate.store.models import Role
+
+router = APIRouter(prefix="/api", tags=["api"])
+logged_in = any_user()
+security_only = require(Role.SECURITY)
+manager_only = require(Role.MANAGER)
+admin_only = require(Role.ADMIN)
+Guard = Annotated[CurrentUser, Depends(security_only)]
+
+
+class Me(BaseModel):
+    username: str
+    role: Role
+    csrf_token: str
+
+
+class OverrideIn(BaseModel):
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class SwitchIn(OverrideIn):
+    on: bool
+
+
+class EntryOut(BaseModel):
+    id: str
+    gate_id: str
+    seen_at: datetime
+    outcome: str
+    mask_label: str | None
+    mask_score: float | None
+    sanitized: bool
+    door_opened: bool
+    has_snapshot: bool
+
+
+class EntryPageOut(BaseModel):
+    entries: list[EntryOut]
+    newer: str | None = Field(description="Pass as ?after= for the page of newer entries.")
+    older: str | None = Field(description="Pass as ?before= for the page of older entries.")
+
+
+class AlertOut(BaseModel):
+    id: int
+    gate_id: str
+    kind: str
+    severity: str
+    message: str
+    raised_at: datetime
+
+
+class UserOut(BaseModel):
+    username: str
+    role: str
+    disabled: bool
+    locked_until: datetime | None
+
+
+@router.get("/me", response_model=Me)
+async def me(request: Request, user: Annotated[CurrentUser, Depends(logged_in)]) -> Me:
+    return Me(username=user.username, role=user.role, csrf_token=ensure_session(request).csrf)
+
+
+@router.get("/openapi.json", include_in_schema=False, dependencies=[Depends(logged_in)])
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
+
+
+@router.get("/docs", include_in_schema=False, dependencies=[Depends(logged_in)])
+async def docs(request: Request) -> Response:
+    return render(request, "api_docs.html", {"schema": request.app.openapi()})
+
+
+# -- security ------------------------------------------------------------------------------
+
+
+@router.get("/state", dependencies=[Depends(security_only)])
+async def state(request: Request) -> dict[str, Any]:
+    """The runtime's snapshot: state, mode, prompt, occupancy, camera and station health."""
+    return panel(request).runtime.snapshot()
+
+
+@router.get("/alerts", response_model=list[AlertOut], dependencies=[Depends(security_only)])
+async def alerts(request: Request) -> list[AlertOut]:
+    rows = await run_in_threadpool(queries.open_alerts, panel(request).engine)
+    return [AlertOut.model_validate(a, from_attributes=True) for a in rows]
+
+
+@router.post("/alerts/{alert_id}/ack", status_code=204)
+async def ack(request: Request, alert_id: int, user: Guard) -> Response:
+    p = panel(request)
+    if (
+        await run_in_threadpool(queries.acknowledge_alert, p.engine, alert_id, user.username)
+        is None
+    ):
+        raise HTTPException(404, "no such open alert")
+    p.runtime.bus.publish("alert_ack", {"id": alert_id, "by": user.username})
+    return Response(status_code=204)
+
+
+async def _run(call: Any) -> Response:
+    try:
+        await call
+    except GateError as exc:
+        raise HTTPException(409, str(exc)) from None
+    return Response(status_code=204)
+
+
+def _reason(body: OverrideIn) -> str:
+    try:
+        return clean_reason(body.reason)
+    except GateError:
+        raise BadInput("reason: at least 3 characters") from None
+
+
+@router.post("/overrides/unlock", status_code=204)
+async def unlock(request: Request, body: OverrideIn, user: Guard) -> Response:
+    return await _run(panel(request).runtime.override_unlock(user.username, _reason(body)))
+
+
+@router.post("/overrides/lockdown", status_code=204)
+async def lockdown(request: Request, body: SwitchIn, user: Guard) -> Response:
+    return await _run(panel(request).runtime.set_lockdown(user.username, body.on, _reason(body)))
+
+
+@router.post("/overrides/emergency", status_code=204)
+async def emergency(request: Request, body: SwitchIn, user: Guard) -> Response:
+    return await _run(panel(request).runtime.set_emergency(user.username, body.on, _reason(body)))
+
+
+# -- manager -------------------------------------------------------------------------------
+
+
+@router.get("/entries", response_model=EntryPageOut, dependencies=[Depends(manager_only)])
+async def entries(
+    request: Request,
+    query: Filters,
+    before: Annotated[str, Query(max_length=64)] = "",
+    after: Annotated[str, Query(max_length=64)] = "",
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> EntryPageOut:
+    p = panel(request)
+    gates = await run_in_threadpool(queries.gate_ids, p.engine)
+    page = await run_in_threadpool(
+        queries.list_entries,
+        p.engine,
+        parse_entry_filter(query, p.zone, gates),
+        limit,
+        parse_cursor(before, "before"),
+        parse_cursor(after, "after"),
+    )
+    return EntryPageOut(
+        entries=[
+            EntryOut(
+                **{k: getattr(r, k) for k in EntryOut.model_fields if k != "has_snapshot"},
+                has_snapshot=bool(r.snapshot_path),
+            )
+            for r in page.rows
+        ],
+        newer=page.newer.encode() if page.newer else None,
+        older=page.older.encode() if page.older else None,
+    )
+
+
+@router.get("/stats", dependencies=[Depends(manager_only)])
+async def stats(
+    request: Request,
+    day: Annotated[str, Query(max_length=10)] = "",
+    days: Annotated[int, Query()] = 7,
+    gate: Annotated[str, Query(max_length=64)] = "",
+) -> dict[str, Any]:
+    """The statistics page's figures; hours and days are local to server.timezone."""
+    result, _gates = await figures(request, day, days, gate)
+    return {
+        "day": result.day,
+        "days": result.days,
+        "hourly": result.hourly,
+        "daily": result.daily,
+        "denials": dict(result.denials),
+        "masks": result.masks,
+        "compliance": result.compliance,
+        "doses": result.doses,
+        "refills": result.refills,
+        "occupancy_15min": result.occupancy,
+    }
+
+
+# -- admin ---------------------------------------------------------------------------------
+
+
+@router.get("/users", response_model=list[UserOut], dependencies=[Depends(admin_only)])
+async def users(request: Request) -> list[UserOut]:
+    rows = await run_in_threadpool(list_users, panel(request).engine)
+    return [UserOut.model_validate(u, from_attributes=True) for u in rows]

@@ -1,0 +1,43 @@
+"""The audit log: logins, overrides, acknowledgements and user changes, newest first."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from gate.server import queries
+from gate.server.web import panel, render, require
+from gate.store.models import Role
+
+router = APIRouter(prefix="/audit", dependencies=[Depends(require(Role.MANAGER))])
+PAGE = 100
+
+
+@router.get("")
+async def audit_page(
+    request: Request,
+    action: Annotated[str, Query(max_length=64)] = "",
+    before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+) -> Response:
+    engine = panel(request).engine
+    rows = await run_in_threadpool(queries.list_audit, engine, before, action or None, PAGE + 1)
+    actions = await run_in_threadpool(queries.audit_actions, engine)
+    older_url = None
+    if len(rows) > PAGE:
+        older_url = "/audit?" + urlencode(
+            {**({"action": action} if action else {}), "before": rows[PAGE - 1].id}
+        )
+    return render(
+        request,
+        "audit.html",
+        {
+            "rows": rows[:PAGE],
+            "older_url": older_url,
+            "action": action,
+            "actions": actions,
+        },
+    )

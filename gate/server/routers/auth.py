@@ -1,0 +1,120 @@
+"""Login, logout, language choice and the landing redirect.
+
+Login and the language switch are the only state-changing requests allowed
+without a logged-in user; both still need the CSRF token of the anonymous
+session the login page hands out, so another site cannot log a browser in as
+someone else or flip its language.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from gate import metrics
+from gate.server import i18n
+from gate.server.security import SessionData
+from gate.server.users import LoginFailure, audit, verify_login
+from gate.server.web import (
+    NAV,
+    NotAuthenticated,
+    check_csrf,
+    ensure_session,
+    panel,
+    redirect,
+    render,
+    replace_session,
+    safe_next,
+    session_of,
+    user_of,
+)
+
+router = APIRouter()
+
+Username = Annotated[str, Form(max_length=200)]
+Password = Annotated[str, Form(max_length=1024)]
+NextPath = Annotated[str, Form(max_length=2000)]
+
+
+@router.get("/")
+async def home(request: Request) -> Response:
+    """Send each role to its first page."""
+    user = user_of(request)
+    if user is None:
+        raise NotAuthenticated()
+    for href, _label, roles in NAV:
+        if user.may(roles):
+            return redirect(request, href)
+    raise NotAuthenticated()  # pragma: no cover - every role has at least one page
+
+
+@router.get("/login")
+async def login_page(request: Request, next: str = "/") -> Response:
+    ensure_session(request)
+    return render(request, "login.html", {"next": safe_next(next[:2000]), "error": ""})
+
+
+@router.post("/login")
+async def login(
+    request: Request, username: Username, password: Password, next: NextPath = "/"
+) -> Response:
+    await check_csrf(request)
+    p = panel(request)
+    client = request.client.host if request.client else "?"
+    target = safe_next(next)
+    if p.limiter.blocked(client):
+        metrics.LOGIN_FAILURES.inc()
+        return render(request, "login.html", {"next": target, "error": "rate_limited"}, 429)
+    result = await run_in_threadpool(verify_login, p.engine, username, password)
+    if result.user is None or result.user.id is None:
+        p.limiter.failed(client)
+        metrics.LOGIN_FAILURES.inc()
+        reason = result.failure or LoginFailure.BAD_CREDENTIALS
+        await run_in_threadpool(
+            audit,
+            p.engine,
+            username.strip().lower()[:64] or "?",
+            "login_failed",
+            reason.value,
+            f"from {client}",
+        )
+        status = 429 if reason is LoginFailure.LOCKED else 401
+        return render(request, "login.html", {"next": target, "error": reason.value}, status)
+    replace_session(request, SessionData.for_user(result.user.id, result.user.password_hash))
+    await run_in_threadpool(audit, p.engine, result.user.username, "login", "", f"from {client}")
+    return redirect(request, target)
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    data = session_of(request)
+    user = user_of(request)
+    if data is None or user is None:
+        raise NotAuthenticated()
+    await check_csrf(request)
+    panel(request).codec.revoke(data)
+    await run_in_threadpool(audit, panel(request).engine, user.username, "logout")
+    replace_session(request, SessionData.anonymous())
+    return redirect(request, "/login")
+
+
+@router.post("/lang")
+async def set_language(
+    request: Request, lang: Annotated[str, Form(max_length=8)], next: NextPath = "/"
+) -> Response:
+    """Remember the language for a year; it is a preference, not a secret."""
+    await check_csrf(request)
+    response = redirect(request, safe_next(next))
+    if lang in i18n.LANGUAGES:
+        response.set_cookie(
+            i18n.LANG_COOKIE,
+            lang,
+            max_age=365 * 86400,
+            samesite="strict",
+            httponly=True,
+            secure=panel(request).settings.server.secure_cookies,
+        )
+    return response

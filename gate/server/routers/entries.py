@@ -1,0 +1,159 @@
+"""The manager's entry log: filter, page, look at one visit, export to CSV.
+
+Snapshot images are served from here, not from a static mount: only a logged-in
+manager gets them, and only files that really lie inside the data directory.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import FileResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from gate.server import queries
+from gate.server.csvexport import csv_chunks
+from gate.server.filters import EntryQuery, parse_cursor, parse_entry_filter
+from gate.server.web import panel, render, require
+from gate.store.models import Outcome, Role
+
+router = APIRouter(prefix="/entries", dependencies=[Depends(require(Role.MANAGER))])
+
+Text = Annotated[str, Query(max_length=64)]
+PAGE_SIZES = (25, 50, 100, 200)
+SNAPSHOT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+EXPORT_HEADER = (
+    "id",
+    "gate",
+    "seen",
+    "outcome",
+    "mask_label",
+    "mask_score",
+    "first_label",
+    "sanitized",
+    "door_opened",
+    "decided",
+    "sanitized_at",
+    "unlocked",
+    "door_opened_at",
+    "finished",
+)
+
+
+def entry_query(
+    start: Annotated[str, Query(alias="from", max_length=32)] = "",
+    end: Annotated[str, Query(alias="to", max_length=32)] = "",
+    outcome: Text = "",
+    gate: Text = "",
+) -> EntryQuery:
+    """The filter fields shared by the page, the export and the API."""
+    return EntryQuery(start, end, outcome, gate)
+
+
+Filters = Annotated[EntryQuery, Depends(entry_query)]
+
+
+@router.get("")
+async def entries_page(
+    request: Request,
+    query: Filters,
+    before: Text = "",
+    after: Text = "",
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> Response:
+    p = panel(request)
+    gates = await run_in_threadpool(queries.gate_ids, p.engine)
+    flt = parse_entry_filter(query, p.zone, gates)
+    page = await run_in_threadpool(
+        queries.list_entries,
+        p.engine,
+        flt,
+        limit,
+        parse_cursor(before, "before"),
+        parse_cursor(after, "after"),
+    )
+    params = {**query.params(), "limit": str(limit)}
+    return render(
+        request,
+        "entries.html",
+        {
+            "page": page,
+            "query": query,
+            "gates": gates,
+            "outcomes": list(Outcome),
+            "limit": limit,
+            "page_sizes": PAGE_SIZES,
+            "newer_url": page.newer
+            and "/entries?" + urlencode({**params, "after": page.newer.encode()}),
+            "older_url": page.older
+            and "/entries?" + urlencode({**params, "before": page.older.encode()}),
+        },
+    )
+
+
+@router.get("/export.csv")
+async def export_csv(request: Request, query: Filters) -> Response:
+    """Stream every matching entry; the sync generator runs in the threadpool batch by batch."""
+    p = panel(request)
+    gates = await run_in_threadpool(queries.gate_ids, p.engine)
+    flt = parse_entry_filter(query, p.zone, gates)
+    stamp = datetime.now(p.zone).strftime("%Y%m%d-%H%M")
+    return StreamingResponse(
+        csv_chunks(EXPORT_HEADER, queries.iter_entry_batches(p.engine, flt), p.zone),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="entries-{stamp}.csv"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.get("/{entry_id}")
+async def entry_detail(request: Request, entry_id: str) -> Response:
+    p = panel(request)
+    entry = await run_in_threadpool(queries.get_entry, p.engine, entry_id)
+    if entry is None:
+        raise HTTPException(404, "no such entry")
+    return render(
+        request,
+        "entry.html",
+        {
+            "entry": entry,
+            "has_snapshot": snapshot_file(p.settings.data_dir, entry.snapshot_path) is not None,
+        },
+    )
+
+
+@router.get("/{entry_id}/snapshot")
+async def entry_snapshot(request: Request, entry_id: str) -> Response:
+    p = panel(request)
+    entry = await run_in_threadpool(queries.get_entry, p.engine, entry_id)
+    path = snapshot_file(p.settings.data_dir, entry.snapshot_path if entry else None)
+    if path is None:
+        raise HTTPException(404, "no snapshot kept for this entry")
+    return FileResponse(
+        path,
+        media_type=SNAPSHOT_TYPES[path.suffix.lower()],
+        headers={"Cache-Control": "private, no-store"},
+    )
+
+
+def snapshot_file(data_dir: Path, stored: str | None) -> Path | None:
+    """The snapshot's real path if it is an image file inside data_dir, else None.
+
+    The runtime stores ``str(data_dir / "snapshots" / ...)``, so a relative
+    path is relative to the working directory, like data_dir itself. It is
+    resolved (following links) before the check, so neither '../' nor a
+    symlink can lead outside the data directory.
+    """
+    if not stored:
+        return None
+    root = data_dir.resolve()
+    path = Path(stored).resolve()
+    if not path.is_relative_to(root) or path.suffix.lower() not in SNAPSHOT_TYPES:
+        return None
+    return path if path.is_file() else None

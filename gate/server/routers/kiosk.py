@@ -1,0 +1,79 @@
+"""The visitor screen: big bilingual prompts that follow the controller.
+
+No login (it hangs on a wall next to the door), so it is served only to the
+addresses in ``server.kiosk_addresses`` and its event stream carries nothing
+but the prompt key: no entries, no alerts, no names.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi.responses import Response, StreamingResponse
+
+from gate.events import Event
+from gate.server import streams
+from gate.server.i18n import gettext
+from gate.server.texts import PROMPTS
+from gate.server.web import panel, render
+
+
+def kiosk_address(request: Request) -> None:
+    """403 unless the client address is one of server.kiosk_addresses."""
+    host = request.client.host if request.client else ""
+    if host not in panel(request).settings.server.kiosk_addresses:
+        raise HTTPException(403, "this screen is only served to the kiosk")
+
+
+router = APIRouter(prefix="/kiosk", dependencies=[Depends(kiosk_address)])
+
+
+def bilingual() -> dict[str, tuple[str, str]]:
+    """Each prompt as (Vietnamese, English): Vietnamese first, whatever the panel language."""
+    return {key: (gettext("vi", text), gettext("en", text)) for key, text in PROMPTS.items()}
+
+
+def current_prompt(request: Request) -> str:
+    prompt = panel(request).runtime.snapshot().get("prompt")
+    return prompt if prompt in PROMPTS else "idle"
+
+
+@router.get("")
+async def kiosk_page(request: Request) -> Response:
+    return render(
+        request, "kiosk.html", {"prompts": bilingual(), "prompt": current_prompt(request)}
+    )
+
+
+def _prompt_only(event: Event) -> dict[str, str] | None:
+    """Reduce an event to {'prompt': key}; everything else stays on the staff side."""
+    if event.kind in ("prompt", "state"):
+        prompt = event.data.get("prompt")
+        if prompt in PROMPTS:
+            return {"prompt": prompt}
+    return None
+
+
+@router.get("/events")
+async def kiosk_events(
+    request: Request, last_event_id: Annotated[str | None, Header()] = None
+) -> Response:
+    bus = panel(request).runtime.bus
+    recent = bus.recent()
+    after = streams.parse_last_event_id(last_event_id, None)
+    # A fresh screen starts from "now" with the current prompt; a reconnect resumes.
+    start = streams.sse_message(
+        recent[-1].id if recent else 0, "prompt", {"prompt": current_prompt(request)}
+    )
+    stream = streams.sse_stream(
+        bus,
+        after if after is not None else (recent[-1].id if recent else 0),
+        _prompt_only,
+        first=[start] if after is None else None,
+    )
+    return StreamingResponse(
+        stream,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

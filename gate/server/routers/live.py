@@ -1,0 +1,202 @@
+"""The security guard's page: video, gate state, live feed, alerts and overrides.
+
+Overrides are plain HTML forms (they work even if the script fails) that post,
+then redirect back (POST/redirect/GET), so a reload never repeats an unlock.
+The runtime writes the override's audit row itself; the panel only insists on
+a reason first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Form, Header, Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from gate.errors import GateError
+from gate.events import Event
+from gate.server import queries, streams, texts
+from gate.server.i18n import N_
+from gate.server.security import COOKIE
+from gate.server.web import CurrentUser, panel, redirect, render, require, translator
+from gate.store.models import Role
+
+security_only = require(Role.SECURITY)
+router = APIRouter(prefix="/live", dependencies=[Depends(security_only)])
+Guard = Annotated[CurrentUser, Depends(security_only)]
+Reason = Annotated[str, Form(max_length=500)]
+Switch = Annotated[Literal["on", "off"], Form()]
+
+FEED_KINDS = frozenset({"state", "entry", "alert", "alert_ack", "station", "override", "prompt"})
+FEED_BACKLOG = 30  # feed items a freshly opened page replays from the bus
+DONE_MESSAGES = {
+    "unlock": N_("Door unlocked once."),
+    "lockdown_on": N_("Lockdown is on."),
+    "lockdown_off": N_("Lockdown is off."),
+    "emergency_on": N_("Emergency release is on."),
+    "emergency_off": N_("Emergency release is off."),
+    "occupancy": N_("Occupancy count reset."),
+    "ack": N_("Alert acknowledged."),
+}
+UI_TEXTS = {  # words the page's script needs for items it builds itself
+    "ok": N_("OK"),
+    "offline": N_("Offline"),
+    "ack": N_("Acknowledge"),
+    "alert": N_("Alert"),
+    "override": N_("Override"),
+    "station": N_("Station"),
+}
+REASON_REQUIRED = N_("Please give a reason (at least 3 characters).")
+MIN_REASON = 3
+
+
+def clean_reason(reason: str) -> str:
+    """A real reason, not whitespace: it is what the audit log is read for later."""
+    reason = " ".join(reason.split())
+    if len(reason) < MIN_REASON:
+        raise GateError("reason_required")
+    return reason
+
+
+def replay_point(events: list[Event]) -> int:
+    """Bus id after which the page's script should replay, to show the last feed items."""
+    feed = [e for e in events if e.kind in FEED_KINDS - {"state", "prompt"}]
+    if len(feed) > FEED_BACKLOG:
+        return feed[-FEED_BACKLOG - 1].id
+    return 0
+
+
+@router.get("")
+async def live_page(request: Request, done: str = "", error: str = "") -> Response:
+    _ = translator(request)
+    return await _page(
+        request,
+        _(DONE_MESSAGES[done]) if done in DONE_MESSAGES else "",
+        _(REASON_REQUIRED) if error == "reason_required" else "",
+    )
+
+
+async def _page(request: Request, done: str, error: str, status_code: int = 200) -> Response:
+    """The page; ``done`` and ``error`` are ready texts (never echoed from the URL)."""
+    p = panel(request)
+    _ = translator(request)
+    alerts = await run_in_threadpool(queries.open_alerts, p.engine)
+    return render(
+        request,
+        "live.html",
+        {
+            "snapshot": p.runtime.snapshot(),
+            "alerts": alerts,
+            "replay_after": replay_point(p.runtime.bus.recent()),
+            "texts": {**texts.catalog(_), "ui": {k: _(v) for k, v in UI_TEXTS.items()}},
+            "done": done,
+            "error": error,
+        },
+        status_code,
+    )
+
+
+def _feed_data(event: Event) -> dict[str, object] | None:
+    return {**event.data, "at": event.at} if event.kind in FEED_KINDS else None
+
+
+@router.get("/events")
+async def live_events(
+    request: Request,
+    after: str | None = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> Response:
+    codec = panel(request).codec
+    cookie = request.cookies.get(COOKIE)
+    stream = streams.sse_stream(
+        panel(request).runtime.bus,
+        streams.parse_last_event_id(last_event_id, after),
+        _feed_data,
+        alive=lambda: codec.loads(cookie) is not None,
+    )
+    return StreamingResponse(
+        stream,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/stream.mjpg")
+async def live_video(request: Request) -> Response:
+    p = panel(request)
+    stream = streams.mjpeg_stream(
+        p.runtime.watch, p.runtime.latest_frame, p.frames, p.settings.server.mjpeg_fps
+    )
+    return StreamingResponse(
+        stream,
+        media_type=f"multipart/x-mixed-replace; boundary={streams.MJPEG_BOUNDARY}",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.post("/alerts/{alert_id}/ack")
+async def acknowledge(request: Request, alert_id: int, user: Guard) -> Response:
+    p = panel(request)
+    alert = await run_in_threadpool(queries.acknowledge_alert, p.engine, alert_id, user.username)
+    if alert is not None:
+        p.runtime.bus.publish("alert_ack", {"id": alert_id, "by": user.username})
+    return redirect(request, "/live?done=ack")
+
+
+async def _override(
+    request: Request, reason: str, done: str, call: Callable[[str], Awaitable[None]]
+) -> Response:
+    """Run one override with a checked reason; an empty reason re-shows the page with a hint.
+
+    A GateError from the runtime (it may refuse, e.g. an unlock while the
+    station is offline) is shown to the guard as it is, with 409.
+    """
+    try:
+        cleaned = clean_reason(reason)
+    except GateError:
+        return redirect(request, "/live?error=reason_required")
+    try:
+        await call(cleaned)
+    except GateError as exc:
+        return await _page(request, "", str(exc), 409)
+    return redirect(request, f"/live?done={done}")
+
+
+@router.post("/unlock")
+async def unlock(request: Request, reason: Reason, user: Guard) -> Response:
+    runtime = panel(request).runtime
+    return await _override(
+        request, reason, "unlock", lambda r: runtime.override_unlock(user.username, r)
+    )
+
+
+@router.post("/lockdown")
+async def lockdown(request: Request, on: Switch, reason: Reason, user: Guard) -> Response:
+    runtime = panel(request).runtime
+    return await _override(
+        request,
+        reason,
+        f"lockdown_{on}",
+        lambda r: runtime.set_lockdown(user.username, on == "on", r),
+    )
+
+
+@router.post("/emergency")
+async def emergency(request: Request, on: Switch, reason: Reason, user: Guard) -> Response:
+    runtime = panel(request).runtime
+    return await _override(
+        request,
+        reason,
+        f"emergency_{on}",
+        lambda r: runtime.set_emergency(user.username, on == "on", r),
+    )
+
+
+@router.post("/occupancy/reset")
+async def reset_occupancy(request: Request, reason: Reason, user: Guard) -> Response:
+    runtime = panel(request).runtime
+    return await _override(
+        request, reason, "occupancy", lambda r: runtime.reset_occupancy(user.username, r)
+    )

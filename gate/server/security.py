@@ -1,0 +1,165 @@
+"""Sessions in signed cookies, CSRF tokens and the login rate limit.
+
+The session lives in the cookie itself (signed with itsdangerous, time-limited
+by ``server.session_hours``), so the gate keeps no session table. What a cookie
+cannot do alone is end early; for that the server remembers revoked session ids
+until they would have expired anyway, and each session carries a fingerprint of
+the password hash so a password change ends every old session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import stat
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from gate.errors import GateError
+
+COOKIE = "gate_session"
+SECRET_FILE = "secret_key"
+
+
+def load_secret_key(data_dir: Path) -> str:
+    """Read ``<data_dir>/secret_key``, creating it (mode 0600) on first start.
+
+    Created with O_EXCL so two processes starting together cannot both write
+    one; a key readable by others is refused rather than silently used.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / SECRET_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_secret(path)
+    key = secrets.token_hex(32)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(key + "\n")
+    return key
+
+
+def _read_secret(path: Path) -> str:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise GateError(f"{path} is readable by others (mode {mode:o}); run chmod 600")
+    key = path.read_text(encoding="ascii").strip()
+    if len(key) < 32:
+        raise GateError(f"{path} is too short to be a secret key; delete it to regenerate")
+    return key
+
+
+def password_fingerprint(password_hash: str) -> str:
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SessionData:
+    """What the cookie carries. ``user_id`` None means an anonymous (pre-login) session."""
+
+    sid: str
+    csrf: str
+    user_id: int | None = None
+    fingerprint: str = ""
+    issued: float = 0.0
+
+    @classmethod
+    def anonymous(cls) -> SessionData:
+        return cls(
+            sid=secrets.token_urlsafe(16), csrf=secrets.token_urlsafe(24), issued=time.time()
+        )
+
+    @classmethod
+    def for_user(cls, user_id: int, password_hash: str) -> SessionData:
+        """A fresh sid and CSRF token at login, so a planted pre-login cookie is worthless."""
+        return cls(
+            sid=secrets.token_urlsafe(16),
+            csrf=secrets.token_urlsafe(24),
+            user_id=user_id,
+            fingerprint=password_fingerprint(password_hash),
+            issued=time.time(),
+        )
+
+    def csrf_matches(self, token: str | None) -> bool:
+        return bool(token) and hmac.compare_digest(self.csrf, token or "")
+
+
+class SessionCodec:
+    """Signs and checks session cookies; remembers sessions ended by logout."""
+
+    def __init__(self, secret_key: str, max_age_seconds: float) -> None:
+        self._serializer = URLSafeTimedSerializer(secret_key, salt="gate-session")
+        self.max_age = max_age_seconds
+        self._revoked: dict[str, float] = {}
+
+    def dumps(self, data: SessionData) -> str:
+        return self._serializer.dumps(
+            {
+                "sid": data.sid,
+                "csrf": data.csrf,
+                "uid": data.user_id,
+                "fp": data.fingerprint,
+                "iat": data.issued,
+            }
+        )
+
+    def loads(self, cookie: str | None) -> SessionData | None:
+        if not cookie or len(cookie) > 4096:
+            return None
+        try:
+            raw = self._serializer.loads(cookie, max_age=self.max_age)
+        except BadSignature:  # includes SignatureExpired
+            return None
+        if not isinstance(raw, dict) or raw.get("sid") in self._revoked:
+            return None
+        try:
+            return SessionData(
+                sid=str(raw["sid"]),
+                csrf=str(raw["csrf"]),
+                user_id=None if raw["uid"] is None else int(raw["uid"]),
+                fingerprint=str(raw["fp"]),
+                issued=float(raw["iat"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def revoke(self, data: SessionData) -> None:
+        now = time.time()
+        self._revoked = {sid: until for sid, until in self._revoked.items() if until > now}
+        self._revoked[data.sid] = data.issued + self.max_age
+
+
+class RateLimiter:
+    """Failed logins per client address in a sliding window.
+
+    The per-account lockout (in the users table) stops guessing one password;
+    this stops one address from spraying many usernames.
+    """
+
+    def __init__(self, limit: int = 20, window_seconds: float = 300.0) -> None:
+        self.limit = limit
+        self.window = window_seconds
+        self._failures: dict[str, deque[float]] = {}
+
+    def blocked(self, key: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        failures = self._failures.get(key)
+        if not failures:
+            return False
+        while failures and failures[0] <= now - self.window:
+            failures.popleft()
+        if not failures:
+            del self._failures[key]
+        return len(failures) >= self.limit
+
+    def failed(self, key: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if len(self._failures) > 10_000:  # bounded memory under a distributed attack
+            self._failures.clear()
+        self._failures.setdefault(key, deque()).append(now)

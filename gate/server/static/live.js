@@ -1,0 +1,103 @@
+// Live page: follows the gate over server-sent events.
+// Everything is built with textContent, never innerHTML: event data may carry
+// visitor-influenced or staff-typed text (alert messages, override reasons).
+"use strict";
+(() => {
+  const config = JSON.parse(document.getElementById("live-config").textContent);
+  const texts = config.texts;
+  const feed = document.getElementById("feed");
+  const alerts = document.getElementById("alerts");
+  const noAlerts = document.getElementById("no-alerts");
+  const status = document.getElementById("feed-status");
+  const clock = new Intl.DateTimeFormat(config.lang, {
+    timeZone: config.timezone, hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
+  });
+  const MAX_FEED = 200;
+
+  const label = (table, key) => (key == null ? "" : texts[table][key] || String(key));
+  const el = (tag, className, text) => {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text != null) node.textContent = text;
+    return node;
+  };
+  const setField = (name, value) => {
+    for (const node of document.querySelectorAll(`[data-field="${name}"]`)) node.textContent = value;
+  };
+
+  const setClass = (name, className) => {
+    for (const node of document.querySelectorAll(`[data-field="${name}"]`)) node.className = className;
+  };
+
+  function addFeed(at, cssClass, text) {
+    const item = el("li", "feed-" + cssClass);
+    item.append(el("span", "when", clock.format(new Date(at * 1000))), el("span", cssClass, text));
+    feed.prepend(item);
+    while (feed.children.length > MAX_FEED) feed.lastChild.remove();
+  }
+
+  function showState(s) {
+    setField("state", label("states", s.state));
+    setField("mode", label("states", s.mode));
+    setField("prompt", label("prompts", s.prompt));
+    setField("occupancy", s.occupancy ?? "");
+    if (s.capacity != null) setField("capacity", s.capacity);
+    document.getElementById("status").dataset.mode = s.mode || "";
+    const camera = s.camera || {}, station = s.station || {};
+    setField("camera", `${camera.healthy ? texts.ui.ok : texts.ui.offline} · ${(camera.fps || 0).toFixed(1)} fps`);
+    setClass("camera", camera.healthy ? "link-connected" : "link-offline");
+    setField("station", label("links", station.link));
+    setClass("station", `link-${station.link}`);
+    setField("fluid", station.fluid_percent != null ? `${station.fluid_percent} %` : "–");
+  }
+
+  function addAlert(alert) {
+    if (alerts.querySelector(`[data-alert="${alert.id}"]`)) return;
+    const item = el("li", `alert sev-${alert.severity}`);
+    item.dataset.alert = alert.id;
+    const form = el("form", "inline");
+    form.method = "post";
+    form.action = `/live/alerts/${encodeURIComponent(alert.id)}/ack`;
+    const token = el("input");
+    token.type = "hidden"; token.name = "csrf_token"; token.value = config.csrf;
+    form.append(token, el("button", null, texts.ui.ack));
+    item.append(el("span", "when", clock.format(new Date())), el("strong", null, label("alerts", alert.kind)),
+                el("span", "msg", alert.message || ""), form);
+    alerts.prepend(item);
+    noAlerts.hidden = true;
+  }
+
+  const handlers = {
+    state: (data) => showState(data),
+    prompt: (data) => setField("prompt", label("prompts", data.prompt)),
+    entry: (data, at) => {
+      const admitted = data.outcome === "admitted" || data.outcome === "admitted_reminded";
+      const mask = data.mask_label ? ` · ${label("masks", data.mask_label)}` : "";
+      addFeed(at, admitted ? "admitted" : "denied", label("outcomes", data.outcome) + mask);
+    },
+    alert: (data, at) => {
+      addAlert(data);
+      addFeed(at, "alert", `${texts.ui.alert}: ${label("alerts", data.kind)} ${data.message || ""}`);
+    },
+    alert_ack: (data) => {
+      const item = alerts.querySelector(`[data-alert="${data.id}"]`);
+      if (item) item.remove();
+      noAlerts.hidden = alerts.children.length > 0;
+    },
+    override: (data, at) => addFeed(at, "override", `${texts.ui.override}: ${label("actions", data.action)} · ${data.actor} · ${data.reason || ""}`),
+    station: (data, at) => addFeed(at, "station", `${texts.ui.station}: ${data.kind}${data.value != null ? " " + data.value : ""}`),
+  };
+
+  // The first connection replays recent history after the id the page was rendered with;
+  // reconnects send Last-Event-ID automatically and get only what they missed.
+  const source = new EventSource(`/live/events?after=${encodeURIComponent(config.after)}`);
+  source.onopen = () => { status.textContent = status.dataset.online; };
+  source.onerror = () => { status.textContent = status.dataset.offline; };
+  for (const [kind, handle] of Object.entries(handlers)) {
+    source.addEventListener(kind, (message) => {
+      const data = JSON.parse(message.data);
+      handle(data, data.at || Date.now() / 1000);
+    });
+  }
+  source.addEventListener("resync", () => window.location.reload());
+})();

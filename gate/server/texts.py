@@ -1,0 +1,126 @@
+"""Display texts for values that come from the runtime as keys (prompts, outcomes, alerts).
+
+Unknown keys are shown as they are rather than hidden, so a new alert kind
+from the runtime is visible at once and merely untranslated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gate.server.i18n import N_
+from gate.store.models import Outcome
+
+# Kiosk prompts, keyed as the controller publishes them.
+PROMPTS: dict[str, str] = {
+    "idle": N_("Please step up"),
+    "checking": N_("Checking your mask…"),
+    "wear_mask": N_("Please wear your mask"),
+    "cover_nose": N_("Please cover your nose"),
+    "sanitize": N_("Please sanitize your hands"),
+    "enter": N_("Please enter"),
+    "wait_full": N_("Please wait (full)"),
+    "lockdown": N_("Entrance closed"),
+    "emergency": N_("Emergency: door released"),
+    "out_of_service": N_("Out of service"),
+}
+
+OUTCOMES: dict[str, str] = {
+    Outcome.PENDING: N_("Pending"),
+    Outcome.ADMITTED: N_("Admitted"),
+    Outcome.ADMITTED_REMINDED: N_("Admitted (reminded)"),
+    Outcome.DENIED_NO_MASK: N_("Denied: no mask"),
+    Outcome.DENIED_INCORRECT_MASK: N_("Denied: mask worn incorrectly"),
+    Outcome.DENIED_LOCKDOWN: N_("Denied: lockdown"),
+    Outcome.NOT_SANITIZED: N_("Did not sanitize"),
+    Outcome.LEFT_WAITING: N_("Left while waiting"),
+    Outcome.INTERRUPTED: N_("Interrupted"),
+}
+
+ALERTS: dict[str, str] = {
+    "no_mask": N_("Visitor without mask"),
+    "incorrect_mask": N_("Mask worn incorrectly"),
+    "fluid_low": N_("Sanitizer fluid low"),
+    "fluid_empty": N_("Sanitizer fluid empty"),
+    "door_forced": N_("Door forced open"),
+    "door_held": N_("Door held open"),
+    "station_offline": N_("Station offline"),
+    "camera_offline": N_("Camera offline"),
+    "capacity_reached": N_("Capacity reached"),
+    "tamper": N_("Station tampered with"),
+    "fault": N_("Station fault"),
+    "unlock_failed": N_("Unlock command failed"),
+    "dispense_failed": N_("Dispense command failed"),
+    "emergency": N_("Emergency release"),
+}
+
+STATES: dict[str, str] = {
+    "idle": N_("Idle"),
+    "checking": N_("Checking"),
+    "denied": N_("Denied"),
+    "sanitize": N_("Sanitizing"),
+    "sanitizing": N_("Sanitizing"),
+    "unlocked": N_("Unlocked"),
+    "normal": N_("Normal"),
+    "lockdown": N_("Lockdown"),
+    "emergency": N_("Emergency release"),
+    "degraded": N_("Degraded"),
+    "full": N_("Full"),
+}
+
+ROLES: dict[str, str] = {
+    "admin": N_("Administrator"),
+    "manager": N_("Manager"),
+    "security": N_("Security"),
+}
+
+ACTIONS: dict[str, str] = {
+    "override_unlock": N_("Unlocked once"),
+    "lockdown_on": N_("Lockdown on"),
+    "lockdown_off": N_("Lockdown off"),
+    "emergency_on": N_("Emergency release on"),
+    "emergency_off": N_("Emergency release off"),
+    "occupancy_reset": N_("Occupancy reset"),
+    "alert_ack": N_("Alert acknowledged"),
+    "login": N_("Logged in"),
+    "login_failed": N_("Login refused"),
+    "logout": N_("Logged out"),
+    "user_create": N_("User created"),
+    "user_password": N_("Password changed"),
+    "user_disable": N_("User disabled"),
+}
+
+LINK_STATES: dict[str, str] = {
+    "connected": N_("Connected"),
+    "degraded": N_("Unreliable"),
+    "offline": N_("Offline"),
+}
+
+MASK_LABELS: dict[str, str] = {
+    "mask": N_("Mask"),
+    "incorrect_mask": N_("Mask worn incorrectly"),
+    "no_mask": N_("No mask"),
+}
+
+
+def label(table: dict[str, str], key: object, translate: Callable[[str], str]) -> str:
+    if key is None:
+        return ""
+    text = table.get(str(key))
+    return translate(text) if text is not None else str(key)
+
+
+def catalog(translate: Callable[[str], str]) -> dict[str, dict[str, str]]:
+    """All key tables translated, for the live page's script (it renders feed items)."""
+    return {
+        name: {k: translate(v) for k, v in table.items()}
+        for name, table in {
+            "prompts": PROMPTS,
+            "outcomes": OUTCOMES,
+            "alerts": ALERTS,
+            "states": STATES,
+            "masks": MASK_LABELS,
+            "links": LINK_STATES,
+            "actions": ACTIONS,
+        }.items()
+    }

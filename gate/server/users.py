@@ -1,0 +1,201 @@
+"""Staff accounts: creation, passwords, lockout and the audit trail of each change.
+
+Both the web panel and the ``gate user`` command go through these functions, so
+one set of rules (username shape, password length, lockout) holds everywhere and
+every change leaves an AuditEvent behind.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from pwdlib import PasswordHash
+from sqlalchemy import Engine
+from sqlmodel import select
+
+from gate.errors import GateError
+from gate.store.db import session
+from gate.store.models import AuditEvent, Role, User
+
+USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}$")
+MIN_PASSWORD = 10
+MAX_PASSWORD = 256  # argon2 would hash a megabyte happily; nobody types one
+MAX_FAILURES = 5
+LOCKOUT = timedelta(minutes=5)
+# Unambiguous characters only: the demo password is read off a terminal and typed.
+_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+_hasher = PasswordHash.recommended()
+# Verified against when the username is unknown, so a miss costs as long as a hit
+# and response time does not tell which usernames exist.
+_DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
+
+
+class LoginFailure(StrEnum):
+    BAD_CREDENTIALS = "bad_credentials"
+    LOCKED = "locked"
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    user: User | None
+    failure: LoginFailure | None = None
+    locked_until: datetime | None = None
+
+
+def generate_password(length: int = 16) -> str:
+    """A random password for a new account or a reset; shown once, never stored in clear."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def normalise_username(username: str) -> str:
+    name = username.strip().lower()
+    if not USERNAME_RE.fullmatch(name):
+        raise GateError(
+            "username must be 2-64 characters: lowercase letters, digits, '.', '_' or '-'"
+        )
+    return name
+
+
+def _check_password(password: str) -> None:
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise GateError(f"password must be {MIN_PASSWORD}-{MAX_PASSWORD} characters long")
+
+
+def _role(role: str | Role) -> Role:
+    try:
+        return Role(role)
+    except ValueError:
+        raise GateError(f"role must be one of: {', '.join(r.value for r in Role)}") from None
+
+
+def audit(
+    engine: Engine,
+    actor: str,
+    action: str,
+    reason: str = "",
+    detail: str = "",
+    gate_id: str | None = None,
+) -> None:
+    """Append one row to the audit trail (its own transaction, so it survives later errors)."""
+    with session(engine) as db:
+        db.add(
+            AuditEvent(
+                actor=actor[:64],
+                action=action[:64],
+                reason=reason[:500],
+                detail=detail[:2000],
+                gate_id=gate_id,
+            )
+        )
+        db.commit()
+
+
+def create_user(
+    engine: Engine, username: str, role: str | Role, password: str, actor: str = "cli"
+) -> User:
+    name = normalise_username(username)
+    checked_role = _role(role)
+    _check_password(password)
+    with session(engine) as db:
+        if db.exec(select(User).where(User.username == name)).first() is not None:
+            raise GateError(f"user {name!r} already exists")
+        user = User(username=name, role=checked_role.value, password_hash=_hasher.hash(password))
+        db.add(user)
+        db.add(AuditEvent(actor=actor, action="user_create", detail=f"{name} role={checked_role}"))
+        db.commit()
+        db.refresh(user)
+        return user
+
+
+def _get(db, username: str) -> User:  # type: ignore[no-untyped-def]
+    user = db.exec(select(User).where(User.username == username.strip().lower())).first()
+    if user is None:
+        raise GateError(f"no such user: {username!r}")
+    return user
+
+
+def set_password(engine: Engine, username: str, password: str, actor: str = "cli") -> None:
+    """Replace the password; also clears a lockout (the usual reason to call this)."""
+    _check_password(password)
+    with session(engine) as db:
+        user = _get(db, username)
+        user.password_hash = _hasher.hash(password)
+        user.failed_logins = 0
+        user.locked_until = None
+        db.add(user)
+        db.add(AuditEvent(actor=actor, action="user_password", detail=user.username))
+        db.commit()
+
+
+def disable_user(engine: Engine, username: str, actor: str = "cli") -> None:
+    """Disable rather than delete: audit rows keep naming a user who still exists."""
+    with session(engine) as db:
+        user = _get(db, username)
+        user.disabled = True
+        db.add(user)
+        db.add(AuditEvent(actor=actor, action="user_disable", detail=user.username))
+        db.commit()
+
+
+def list_users(engine: Engine) -> list[User]:
+    with session(engine) as db:
+        return list(db.exec(select(User).order_by(User.username)).all())
+
+
+def get_user(engine: Engine, user_id: int) -> User | None:
+    with session(engine) as db:
+        return db.get(User, user_id)
+
+
+def verify_login(
+    engine: Engine, username: str, password: str, now: datetime | None = None
+) -> LoginResult:
+    """Check a login attempt, counting failures and locking the account after MAX_FAILURES.
+
+    A locked account is refused even with the right password until the lock
+    expires, so guessing cannot continue in the background.
+    """
+    now = now or datetime.now(UTC)
+    name = username.strip().lower()[:64]
+    with session(engine) as db:
+        user = db.exec(select(User).where(User.username == name)).first()
+        if user is None or len(password) > MAX_PASSWORD:
+            _hasher.verify(password[:MAX_PASSWORD], _DUMMY_HASH)
+            return LoginResult(None, LoginFailure.BAD_CREDENTIALS)
+        locked_until = _aware(user.locked_until)
+        if locked_until is not None and locked_until > now:
+            return LoginResult(None, LoginFailure.LOCKED, locked_until)
+        valid, new_hash = _hasher.verify_and_update(password, user.password_hash)
+        if not valid:
+            user.failed_logins += 1
+            if user.failed_logins >= MAX_FAILURES:
+                user.locked_until = now + LOCKOUT
+                user.failed_logins = 0
+            db.add(user)
+            db.commit()
+            if user.locked_until is not None and _aware(user.locked_until) > now:
+                return LoginResult(None, LoginFailure.LOCKED, _aware(user.locked_until))
+            return LoginResult(None, LoginFailure.BAD_CREDENTIALS)
+        if user.disabled:
+            return LoginResult(None, LoginFailure.DISABLED)
+        user.failed_logins = 0
+        user.locked_until = None
+        if new_hash is not None:
+            user.password_hash = new_hash
+        db.add(user)
+        db.commit()
+        db.refresh(user)
+        return LoginResult(user)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; the store writes UTC, so say so."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)

@@ -1,0 +1,242 @@
+"""What every router shares: the runtime port, who is asking, and how pages are rendered.
+
+Authorisation is one dependency, ``require(*roles)``, set on each router. It
+answers 401 (or a redirect to the login page for a browser asking for a page)
+without a valid session, 403 for the wrong role, and 403 for a state-changing
+request whose CSRF token does not match the session's. Admin is a superuser:
+an admin can give any account any role, so keeping admins out of pages would
+add friction without adding security.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+import numpy as np
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment
+from sqlalchemy import Engine
+
+from gate.config import Settings
+from gate.events import EventBus
+from gate.server import i18n, texts
+from gate.server.security import (
+    COOKIE,
+    RateLimiter,
+    SessionCodec,
+    SessionData,
+    password_fingerprint,
+)
+from gate.server.streams import FrameEncoder
+from gate.server.users import get_user
+from gate.store.models import Role
+
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+
+
+class Runtime(Protocol):
+    """The part of gate.runtime.GateRuntime the panel uses; the server needs nothing else."""
+
+    settings: Settings
+    engine: Engine
+    bus: EventBus
+
+    def snapshot(self) -> dict[str, Any]: ...
+    async def override_unlock(self, actor: str, reason: str) -> None: ...
+    async def set_lockdown(self, actor: str, on: bool, reason: str) -> None: ...
+    async def set_emergency(self, actor: str, on: bool, reason: str) -> None: ...
+    async def reset_occupancy(self, actor: str, reason: str) -> None: ...
+    def watch(self) -> contextlib.AbstractContextManager[Any]: ...
+    def latest_frame(self) -> np.ndarray | None: ...
+
+
+@dataclass
+class Panel:
+    """Process-wide state of the web panel, kept on ``app.state.panel``."""
+
+    runtime: Runtime
+    settings: Settings
+    engine: Engine
+    codec: SessionCodec
+    limiter: RateLimiter
+    templates: Environment
+    zone: ZoneInfo
+    frames: FrameEncoder
+
+
+@dataclass(frozen=True)
+class CurrentUser:
+    id: int
+    username: str
+    role: Role
+
+    def may(self, roles: frozenset[Role]) -> bool:
+        return self.role is Role.ADMIN or self.role in roles
+
+
+class NotAuthenticated(Exception):
+    """No valid session; answered with 401, or a redirect to /login for a page."""
+
+
+class Forbidden(Exception):
+    """Wrong role or bad CSRF token; answered with 403."""
+
+
+def panel(request: Request) -> Panel:
+    return request.app.state.panel
+
+
+def session_of(request: Request) -> SessionData | None:
+    if not hasattr(request.state, "session"):
+        request.state.session = panel(request).codec.loads(request.cookies.get(COOKIE))
+    return request.state.session
+
+
+def ensure_session(request: Request) -> SessionData:
+    """The session, or a new anonymous one (the login form needs a CSRF token too)."""
+    data = session_of(request)
+    if data is None:
+        data = SessionData.anonymous()
+        request.state.session = data
+        request.state.session_changed = True
+    return data
+
+
+def replace_session(request: Request, data: SessionData) -> None:
+    request.state.session = data
+    request.state.session_changed = True
+
+
+def attach_session(request: Request, response: Response) -> Response:
+    """Write the cookie if this request created or replaced the session."""
+    if getattr(request.state, "session_changed", False):
+        p = panel(request)
+        response.set_cookie(
+            COOKIE,
+            p.codec.dumps(request.state.session),
+            max_age=int(p.codec.max_age),
+            httponly=True,
+            samesite="strict",
+            secure=p.settings.server.secure_cookies,
+            path="/",
+        )
+    return response
+
+
+def user_of(request: Request) -> CurrentUser | None:
+    """The logged-in user, re-read from the database so disabling someone takes effect now."""
+    if hasattr(request.state, "user"):
+        return request.state.user
+    data = session_of(request)
+    user = None
+    if data is not None and data.user_id is not None:
+        row = get_user(panel(request).engine, data.user_id)
+        if (
+            row is not None
+            and not row.disabled
+            and row.id is not None
+            and password_fingerprint(row.password_hash) == data.fingerprint
+        ):
+            user = CurrentUser(row.id, row.username, Role(row.role))
+    request.state.user = user
+    return user
+
+
+async def check_csrf(request: Request) -> None:
+    """Unsafe methods must echo the session's token in a header or a form field."""
+    if request.method not in UNSAFE_METHODS:
+        return
+    data = session_of(request)
+    token = request.headers.get(CSRF_HEADER)
+    if token is None and request.headers.get("content-type", "").startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
+        value = (await request.form()).get(CSRF_FIELD)
+        token = value if isinstance(value, str) else None
+    if data is None or not data.csrf_matches(token):
+        raise Forbidden("CSRF token missing or wrong")
+
+
+def require(*roles: Role) -> Callable[[Request], Awaitable[CurrentUser]]:
+    """Router dependency: a logged-in user holding one of ``roles`` (admin always may)."""
+    allowed = frozenset(roles)
+
+    async def dependency(request: Request) -> CurrentUser:
+        user = user_of(request)
+        if user is None:
+            raise NotAuthenticated()
+        if not user.may(allowed):
+            raise Forbidden("role not allowed")
+        await check_csrf(request)
+        return user
+
+    return dependency
+
+
+def any_user() -> Callable[[Request], Awaitable[CurrentUser]]:
+    return require(*Role)
+
+
+# (path, label, roles) for the navigation bar; the page's own router enforces access.
+NAV: tuple[tuple[str, str, frozenset[Role]], ...] = (
+    ("/live", i18n.N_("Live"), frozenset({Role.SECURITY})),
+    ("/entries", i18n.N_("Entries"), frozenset({Role.MANAGER})),
+    ("/stats", i18n.N_("Statistics"), frozenset({Role.MANAGER})),
+    ("/audit", i18n.N_("Audit log"), frozenset({Role.MANAGER})),
+    ("/admin/users", i18n.N_("Users"), frozenset({Role.ADMIN})),
+    ("/admin/settings", i18n.N_("Settings"), frozenset({Role.ADMIN})),
+)
+
+
+def language(request: Request) -> str:
+    return i18n.pick_language(
+        request.cookies.get(i18n.LANG_COOKIE), panel(request).settings.server.default_language
+    )
+
+
+def translator(request: Request) -> Callable[..., str]:
+    return partial(i18n.gettext, language(request))
+
+
+def render(
+    request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200
+) -> HTMLResponse:
+    p = panel(request)
+    lang = language(request)
+    user = user_of(request)
+    _ = partial(i18n.gettext, lang)
+    page = p.templates.get_template(template).render(
+        _=_,
+        lang=lang,
+        user=user,
+        csrf_token=ensure_session(request).csrf,
+        path=request.url.path,
+        nav=[
+            (href, _(label)) for href, label, roles in NAV if user is not None and user.may(roles)
+        ],
+        when=partial(i18n.local_time, zone=p.zone),
+        label=lambda table, key: texts.label(getattr(texts, table), key, _),
+        timezone=p.settings.server.timezone,
+        gate_id=p.settings.gate_id,
+        **(context or {}),
+    )
+    return attach_session(request, HTMLResponse(page, status_code=status_code))
+
+
+def safe_next(target: str | None) -> str:
+    """Only same-site paths: '/x' yes, '//evil.example' or 'https://…' no."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def redirect(request: Request, url: str) -> Response:
+    return attach_session(request, RedirectResponse(url, status_code=303))

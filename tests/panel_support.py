@@ -1,0 +1,179 @@
+"""Shared pieces of the panel tests: a stand-in runtime, app builders and a login helper.
+
+The stand-in follows gate.runtime.GateRuntime's interface (and, like it,
+writes the audit row of each override itself); browser tests use the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from gate.config import Settings, load_settings
+from gate.errors import GateError
+from gate.events import EventBus
+from gate.server.app import create_app
+from gate.server.users import audit, create_user
+from gate.store.db import open_database, session
+from gate.store.models import Gate, Role
+
+PASSWORD = "correct horse battery"
+CSRF_RE = re.compile(r'name="csrf-token" content="([^"]+)"')
+
+
+class FakeRuntime:
+    """Records what the panel asks for; publishes on a real EventBus."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.bus = EventBus()
+        self.calls: list[tuple[str, str, Any, str]] = []
+        self.watchers = 0
+        self.frame: np.ndarray | None = np.zeros((48, 64, 3), dtype=np.uint8)
+        self.refuse: str | None = None  # set to make overrides raise GateError
+        self.state: dict[str, Any] = {
+            "gate_id": settings.gate_id,
+            "state": "idle",
+            "mode": "normal",
+            "prompt": "idle",
+            "occupancy": 3,
+            "capacity": 40,
+            "camera": {"healthy": True, "fps": 14.8},
+            "station": {"link": "up", "fluid_percent": 72, "door_open": False},
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        return dict(self.state)
+
+    async def _act(self, action: str, actor: str, value: Any, reason: str) -> None:
+        if self.refuse:
+            raise GateError(self.refuse)
+        self.calls.append((action, actor, value, reason))
+        audit(self.engine, actor, action, reason, "" if value is None else str(value))
+        self.bus.publish("override", {"actor": actor, "action": action, "reason": reason})
+
+    async def override_unlock(self, actor: str, reason: str) -> None:
+        await self._act("override_unlock", actor, None, reason)
+
+    async def set_lockdown(self, actor: str, on: bool, reason: str) -> None:
+        await self._act("lockdown", actor, on, reason)
+
+    async def set_emergency(self, actor: str, on: bool, reason: str) -> None:
+        await self._act("emergency", actor, on, reason)
+
+    async def reset_occupancy(self, actor: str, reason: str) -> None:
+        await self._act("reset_occupancy", actor, None, reason)
+
+    @contextlib.contextmanager
+    def watch(self) -> Iterator[None]:
+        self.watchers += 1
+        try:
+            yield
+        finally:
+            self.watchers -= 1
+
+    def latest_frame(self) -> np.ndarray | None:
+        return self.frame if self.watchers else None
+
+
+def make_runtime(tmp_path: Path, database_url: str | None = None, **server: Any) -> FakeRuntime:
+    settings = load_settings(
+        data_dir=tmp_path,
+        database_url=database_url,
+        server={"kiosk_addresses": ["127.0.0.1"], **server},
+    )
+    engine = open_database(settings.effective_database_url)
+    with session(engine) as db:
+        if db.get(Gate, settings.gate_id) is None:
+            db.add(Gate(id=settings.gate_id))
+            db.commit()
+    return FakeRuntime(settings, engine)
+
+
+def make_app(tmp_path: Path, **server: Any) -> tuple[FastAPI, FakeRuntime]:
+    """A panel over a fresh SQLite database in tmp_path, with one user per role."""
+    runtime = make_runtime(tmp_path, **server)
+    add_users(runtime.engine)
+    return create_app(runtime), runtime
+
+
+def add_users(engine: Engine) -> None:
+    """One account per role, named after the role."""
+    for role in Role:
+        create_user(engine, role.value, role, PASSWORD)
+
+
+def csrf_of(html: str) -> str:
+    match = CSRF_RE.search(html)
+    assert match, "page carries no CSRF token"
+    return match.group(1)
+
+
+def login(client: TestClient, username: str, password: str = PASSWORD) -> str:
+    """Log in through the form; returns the session's CSRF token."""
+    token = csrf_of(client.get("/login").text)
+    response = client.post(
+        "/login",
+        data={"username": username, "password": password, "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303, response.text
+    return csrf_of(client.get("/login").text)
+
+
+def client_for(app: FastAPI, role: str | None = None, host: str = "10.0.0.5") -> TestClient:
+    client = TestClient(app, client=(host, 50000))
+    if role is not None:
+        client.headers["x-csrf-token"] = login(client, role)
+    return client
+
+
+class LiveServer:
+    """The app under uvicorn on a free port in a thread, with its event loop reachable."""
+
+    def __init__(self, app: FastAPI) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+            )
+        )
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_until_complete, args=(self.server.serve(),), daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        for _ in range(200):
+            if self.server.started:
+                return self
+            threading.Event().wait(0.05)
+        raise RuntimeError("uvicorn did not start")
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    def call(self, function: Any, *args: Any) -> None:
+        """Run a plain function on the server's loop (the bus is not thread-safe)."""
+        self.loop.call_soon_threadsafe(function, *args)
