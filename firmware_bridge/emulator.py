@@ -199,7 +199,7 @@ class Emulator:
         self._slave: int | None = None
         self.path: str | None = None
         self.link: Path | None = None
-        self._requests: list[tuple[str, bytes, threading.Event]] = []
+        self._requests: list[tuple[str, bytes | float, threading.Event]] = []
         self._lock = threading.Lock()
         self._running = False
         self._thread: threading.Thread | None = None
@@ -242,6 +242,10 @@ class Emulator:
         """Send raw bytes to the host as if the line picked up noise."""
         self._request("inject", noise)
 
+    def stall(self, seconds: float) -> None:
+        """Freeze the MCU for a while (bytes wait in the pty), as a busy or glitching board."""
+        self._request("stall", float(seconds))
+
     def __enter__(self) -> Emulator:
         return self
 
@@ -250,10 +254,11 @@ class Emulator:
 
     # -- the background thread ------------------------------------------------
 
-    def _request(self, what: str, data: bytes = b"") -> None:
+    def _request(self, what: str, arg: bytes | float = b"") -> None:
+        """Have the emulator thread do ``what``, so the pty is only ever touched there."""
         done = threading.Event()
         with self._lock:
-            self._requests.append((what, data, done))
+            self._requests.append((what, arg, done))
         if not done.wait(timeout=5):
             raise TimeoutError(f"emulator did not {what} in time")
 
@@ -279,14 +284,17 @@ class Emulator:
     def _serve_requests(self) -> None:
         with self._lock:
             requests, self._requests = self._requests, []
-        for what, data, done in requests:
+        for what, arg, done in requests:
             if what == "unplug":
                 self._close_pty()
             elif what == "replug":
                 self._close_pty()
                 self._open_pty()
-            else:
-                self._write_master(data)
+            elif isinstance(arg, float):  # "stall": the caller need not wait it out
+                done.set()
+                time.sleep(arg)
+            else:  # "inject"
+                self._write_master(arg)
             done.set()
 
     def _read_master(self) -> bytes:

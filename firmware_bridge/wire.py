@@ -25,11 +25,14 @@ DATA = const(5)  # either way: a sequenced message that must be acked
 ACK = const(6)  # either way: seq received; MCU acks carry the command's reply
 NAK = const(7)  # either way: "I still expect seq N": resend it now
 
-# Decoded frame = kind(1) seq(1) payload(0..MAX_PAYLOAD) crc(2).
+# Decoded frame = kind(1) seq(1) length(1) payload(length) crc(2). The length byte
+# is not redundant: a CRC without final XOR also "matches" a valid frame with a
+# 0x00 appended, which a single flipped delimiter produces.
+HEADER = const(3)
 MAX_PAYLOAD = const(48)
-MAX_FRAME = const(52)
+MAX_FRAME = const(53)
 # COBS adds one byte per 254 plus one; anything longer than this is noise.
-MAX_ENCODED = const(54)
+MAX_ENCODED = const(55)
 
 
 def _crc_table():
@@ -100,11 +103,13 @@ def encode_frame(kind, seq, payload=b""):
     The leading 0x00 ends whatever garbage the receiver may be holding, so a valid
     frame after noise is never glued to it.
     """
-    body = bytearray(2 + len(payload) + 2)
+    size = HEADER + len(payload)
+    body = bytearray(size + 2)
     body[0] = kind
     body[1] = seq & 0xFF
-    body[2 : 2 + len(payload)] = payload
-    crc = crc16(memoryview(body)[: 2 + len(payload)])
+    body[2] = len(payload)
+    body[HEADER:size] = payload
+    crc = crc16(memoryview(body)[:size])
     body[-2] = crc >> 8
     body[-1] = crc & 0xFF
     return b"\x00" + cobs_encode(body) + b"\x00"
@@ -141,13 +146,16 @@ class Deframer:
 
     def _parse(self, encoded):
         body = cobs_decode(encoded)
-        if body is None or len(body) < 4 or len(body) > MAX_FRAME:
+        if body is None or len(body) < HEADER + 2 or len(body) > MAX_FRAME:
             self.framing_errors += 1
             return None
         if crc16(body[:-2]) != (body[-2] << 8) | body[-1]:
             self.crc_errors += 1
             return None
-        return body[0], body[1], body[2:-2]
+        if body[2] != len(body) - HEADER - 2:
+            self.framing_errors += 1
+            return None
+        return body[0], body[1], body[HEADER:-2]
 
     @property
     def errors(self):

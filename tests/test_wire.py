@@ -75,6 +75,17 @@ def test_corrupted_crc_is_counted_not_raised() -> None:
     assert deframer.crc_errors == 1
 
 
+def test_valid_frame_with_a_zero_appended_is_rejected() -> None:
+    """A CRC with no final XOR accepts body+CRC+0x00 as body' + CRC'; the length byte does not."""
+    body = bytes([wire.DATA, 0, 2, 0x12, 0x34])
+    crc = wire.crc16(body)
+    extended = body + bytes([crc >> 8, crc & 0xFF, 0])
+    assert wire.crc16(extended[:-2]) == extended[-2] << 8 | extended[-1]  # the trap is real
+    deframer = wire.Deframer()
+    assert deframer.feed(b"\x00" + wire.cobs_encode(extended) + b"\x00") == []
+    assert deframer.framing_errors == 1
+
+
 def test_commands_round_trip_and_reject_wrong_lengths() -> None:
     payload = m.encode_command(m.CMD_UNLOCK, 30000, 0xDEADBEEF)
     assert m.decode_command(payload) == (m.CMD_UNLOCK, (30000, 0xDEADBEEF))
