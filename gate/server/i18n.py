@@ -40,7 +40,7 @@ def translations(lang: str) -> NullTranslations:
     return Translations.load(str(LOCALE_DIR), [lang], domain="messages")
 
 
-def gettext(lang: str, message: str, **values: object) -> str:
+def translate(lang: str, message: str, **values: object) -> str:
     """Translate, then fill %(name)s placeholders (templates escape the result)."""
     text = translations(lang).gettext(message)
     return text % values if values else text

@@ -203,7 +203,7 @@ def language(request: Request) -> str:
 
 
 def translator(request: Request) -> Callable[..., str]:
-    return partial(i18n.gettext, language(request))
+    return partial(i18n.translate, language(request))
 
 
 def render(
@@ -212,7 +212,7 @@ def render(
     p = panel(request)
     lang = language(request)
     user = user_of(request)
-    _ = partial(i18n.gettext, lang)
+    _ = partial(i18n.translate, lang)
     page = p.templates.get_template(template).render(
         _=_,
         lang=lang,

@@ -14,7 +14,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from gate.events import Event
 from gate.server import streams
-from gate.server.i18n import gettext
+from gate.server.i18n import translate
 from gate.server.texts import PROMPTS
 from gate.server.web import panel, render
 
@@ -31,7 +31,7 @@ router = APIRouter(prefix="/kiosk", dependencies=[Depends(kiosk_address)])
 
 def bilingual() -> dict[str, tuple[str, str]]:
     """Each prompt as (Vietnamese, English): Vietnamese first, whatever the panel language."""
-    return {key: (gettext("vi", text), gettext("en", text)) for key, text in PROMPTS.items()}
+    return {key: (translate("vi", text), translate("en", text)) for key, text in PROMPTS.items()}
 
 
 def current_prompt(request: Request) -> str:

@@ -1,0 +1,159 @@
+"""Sessions, lockout, rate limit, audit of logins, and the secret key file."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import select
+
+from gate.errors import GateError
+from gate.server.security import COOKIE, RateLimiter, SessionCodec, SessionData, load_secret_key
+from gate.server.users import MAX_FAILURES, disable_user, set_password
+from gate.store.db import session
+from gate.store.models import AuditEvent, User
+from tests.panel_support import PASSWORD, client_for, csrf_of, login, make_app
+
+
+def audit_actions(engine) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    with session(engine) as db:
+        return [(a.actor, a.action) for a in db.exec(select(AuditEvent).order_by(AuditEvent.id))]
+
+
+def try_login(client: TestClient, username: str, password: str) -> int:
+    token = csrf_of(client.get("/login").text)
+    return client.post(
+        "/login",
+        data={"username": username, "password": password, "csrf_token": token},
+        follow_redirects=False,
+    ).status_code
+
+
+def test_session_cookie_is_httponly_strict_and_signed(tmp_path: Path) -> None:
+    app, _runtime = make_app(tmp_path)
+    client = client_for(app)
+    token = csrf_of(client.get("/login").text)
+    answer = client.post(
+        "/login",
+        data={"username": "manager", "password": PASSWORD, "csrf_token": token},
+        follow_redirects=False,
+    )
+    cookie = answer.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "max-age=43200" in cookie
+    assert answer.headers["location"] == "/"
+    assert client.get("/api/me").json()["username"] == "manager"
+    value = client.cookies[COOKIE]
+    client.cookies.set(COOKIE, value[:-2] + ("AA" if not value.endswith("AA") else "BB"))
+    assert client.get("/api/me").status_code == 401
+
+
+def test_login_rotates_the_csrf_token_and_logout_ends_the_session(tmp_path: Path) -> None:
+    app, runtime = make_app(tmp_path)
+    client = client_for(app)
+    before = csrf_of(client.get("/login").text)
+    after = login(client, "security")
+    assert before != after
+    stolen = client.cookies[COOKIE]
+    client.post("/logout", headers={"x-csrf-token": after}, follow_redirects=False)
+    thief = client_for(app)
+    thief.cookies.set(COOKIE, stolen)
+    assert thief.get("/api/me").status_code == 401
+    assert ("security", "login") in audit_actions(runtime.engine)
+    assert ("security", "logout") in audit_actions(runtime.engine)
+
+
+def test_wrong_password_is_audited_and_locks_after_five(tmp_path: Path) -> None:
+    app, runtime = make_app(tmp_path)
+    client = client_for(app)
+    statuses = [try_login(client, "manager", "wrong password!") for _ in range(MAX_FAILURES)]
+    assert statuses == [401] * (MAX_FAILURES - 1) + [429]
+    assert try_login(client, "manager", PASSWORD) == 429  # locked even with the right one
+    assert audit_actions(runtime.engine).count(("manager", "login_failed")) == MAX_FAILURES + 1
+    with session(runtime.engine) as db:
+        user = db.exec(select(User).where(User.username == "manager")).one()
+        user.locked_until = datetime.now(UTC) - timedelta(seconds=1)  # five minutes later
+        db.add(user)
+        db.commit()
+    assert try_login(client, "manager", PASSWORD) == 303
+
+
+def test_one_address_spraying_usernames_is_slowed_down(tmp_path: Path) -> None:
+    app, _runtime = make_app(tmp_path)
+    client = client_for(app, host="10.1.1.1")
+    limiter = app.state.panel.limiter
+    for _ in range(limiter.limit):
+        limiter.failed("10.1.1.1")
+    assert try_login(client, "admin", PASSWORD) == 429
+    assert try_login(client_for(app, host="10.1.1.2"), "admin", PASSWORD) == 303
+
+
+def test_rate_limiter_forgets_after_the_window() -> None:
+    limiter = RateLimiter(limit=2, window_seconds=10)
+    limiter.failed("a", now=0)
+    limiter.failed("a", now=1)
+    assert limiter.blocked("a", now=5)
+    assert not limiter.blocked("a", now=11.5)
+
+
+def test_disabling_or_new_password_ends_existing_sessions(tmp_path: Path) -> None:
+    app, runtime = make_app(tmp_path)
+    guard, manager = client_for(app, "security"), client_for(app, "manager")
+    disable_user(runtime.engine, "security")
+    assert guard.get("/api/me").status_code == 401
+    assert try_login(client_for(app), "security", PASSWORD) == 401
+    set_password(runtime.engine, "manager", "another long password")
+    assert manager.get("/api/me").status_code == 401
+
+
+def test_expired_session_is_refused() -> None:
+    codec = SessionCodec("k" * 64, max_age_seconds=60)
+    data = SessionData.anonymous()
+    cookie = codec.dumps(data)
+    assert codec.loads(cookie) == data
+    codec.max_age = -1
+    assert codec.loads(cookie) is None
+
+
+def test_login_redirect_never_leaves_the_site(tmp_path: Path) -> None:
+    app, _runtime = make_app(tmp_path)
+    client = client_for(app)
+    for target in ("//evil.example/x", "https://evil.example", "/\\evil.example"):
+        token = csrf_of(client.get("/login").text)
+        answer = client.post(
+            "/login",
+            data={"username": "admin", "password": PASSWORD, "csrf_token": token, "next": target},
+            follow_redirects=False,
+        )
+        assert answer.headers["location"] == "/"
+    page = client_for(app).get(
+        "/entries?from=2026-01-01", headers={"accept": "text/html"}, follow_redirects=False
+    )
+    assert page.status_code == 303
+    assert page.headers["location"] == "/login?next=%2Fentries%3Ffrom%3D2026-01-01"
+
+
+def test_secret_key_is_created_private_and_reused(tmp_path: Path) -> None:
+    key = load_secret_key(tmp_path)
+    path = tmp_path / "secret_key"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert load_secret_key(tmp_path) == key and len(key) >= 64
+    os.chmod(path, 0o644)
+    with pytest.raises(GateError, match="chmod 600"):
+        load_secret_key(tmp_path)
+
+
+def test_oversized_login_fields_are_refused_cleanly(tmp_path: Path) -> None:
+    app, _runtime = make_app(tmp_path)
+    client = client_for(app)
+    token = csrf_of(client.get("/login").text)
+    answer = client.post(
+        "/login", data={"username": "a" * 5000, "password": "x", "csrf_token": token}
+    )
+    assert answer.status_code == 422
+    huge = client.post(
+        "/login", data={"username": "a", "password": "x" * 100_000, "csrf_token": token}
+    )
+    assert huge.status_code == 413
