@@ -1,0 +1,64 @@
+"""`gate bench vision`: how long one 640x480 frame with one face takes on one core."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from gate.camera.pipeline import Vision
+from gate.camera.simulated import SimulatedCamera, SimVisitor
+from gate.camera.verdict import MaskLabel
+from gate.config import CameraSettings
+
+
+@contextlib.contextmanager
+def one_core() -> Iterator[None]:
+    """Pin this process to a single CPU while measuring (MediaPipe has no thread knob)."""
+    if not hasattr(os, "sched_getaffinity"):
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
+        os.sched_setaffinity(0, before)
+
+
+def run_vision_bench(data_dir: Path, frames: int = 300, warmup: int = 20) -> dict:
+    """Per-frame `Vision.analyze` time: p50, p99 and the frame rate it allows."""
+    camera = SimulatedCamera(
+        [SimVisitor("bench", ((60.0, MaskLabel.MASK),))], clock=lambda: 0.0, start_at=0.0
+    )
+    # A handful of distinct frames (the visitor sways), cycled.
+    scene = [camera.render(t) for t in np.linspace(0.5, 30, 16)]
+    with one_core():
+        vision = Vision(CameraSettings(), data_dir)
+        try:
+            times, faces = [], 0
+            for i in range(warmup + frames):
+                start = time.perf_counter()
+                analysis = vision.analyze(scene[i % len(scene)], at=i / 15)
+                elapsed = (time.perf_counter() - start) * 1000
+                if i >= warmup:
+                    times.append(elapsed)
+                    faces += len(analysis.faces)
+        finally:
+            vision.close()
+    t = np.array(times)
+    return {
+        "p50_ms": round(float(np.percentile(t, 50)), 2),
+        "p99_ms": round(float(np.percentile(t, 99)), 2),
+        "fps": round(1000 / float(t.mean()), 1),
+        "frames": frames,
+        "faces_per_frame": round(faces / frames, 2),
+    }

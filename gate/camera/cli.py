@@ -1,0 +1,121 @@
+"""Command-line entry points of the camera room, mounted on the `gate` CLI by `register`.
+
+Every failure is a GateError with one line; the `gate` CLI prints it and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gate.config import DEFAULT_DATA_DIR
+
+DEFAULT_DATASETS = Path("../shared/datasets")
+
+models_app = typer.Typer(help="Fetch and check the face detector model.", no_args_is_help=True)
+
+DataDir = Annotated[
+    Path, typer.Option("--data-dir", help="Where models are cached (<data_dir>/models).")
+]
+
+
+@models_app.command("fetch")
+def models_fetch(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    force: Annotated[
+        bool, typer.Option(help="Fetch again even if a verified copy is cached.")
+    ] = False,
+) -> None:
+    """Download the BlazeFace detector (official URL, else the mediapipe wheel), verify SHA-256, cache."""
+    from gate.camera.models import fetch_detector
+
+    fetch_detector(data_dir, force=force, log=lambda line: typer.echo(line, err=True))
+
+
+def train(
+    datasets: Annotated[
+        Path, typer.Option(help="Folder holding face-mask-scenes/ and face-mask/.")
+    ] = DEFAULT_DATASETS,
+    out: Annotated[Path, typer.Option(help="Where to write the ONNX model.")] = Path(
+        "gate/camera/mask_classifier.onnx"
+    ),
+    epochs: Annotated[int, typer.Option(min=1)] = 60,
+    max_minutes: Annotated[
+        float, typer.Option(help="Stop after this long, keeping the best epoch.")
+    ] = 25.0,
+    threads: Annotated[int, typer.Option(min=1)] = 2,
+    seed: int = 7,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Train the mask classifier from scratch on the training split and export it to ONNX."""
+    from gate.camera.models import detector_path
+    from gate.camera.train import train as run_training
+
+    report = run_training(
+        datasets, detector_path(data_dir), out, epochs=epochs, max_minutes=max_minutes,
+        threads=threads, seed=seed, log=lambda line: typer.echo(line, err=True),
+    )  # fmt: skip
+    typer.echo(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=1))
+
+
+def evaluate(
+    path: Annotated[Path, typer.Argument(help="Class sub-folders of face crops, or a VOC set.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
+    min_face: Annotated[int, typer.Option(help="Only faces at least this wide (px) count.")] = 40,
+    split: Annotated[str, typer.Option(help="all, train or test (the held-out 20 %).")] = "all",
+    limit: Annotated[int | None, typer.Option(help="Evaluate an evenly spread subset.")] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Score detection and mask classification on labelled data."""
+    from gate.camera.evaluate import evaluate as run_eval
+
+    report = run_eval(path, data_dir, min_face=min_face, split=split, limit=limit)
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+        return
+    typer.echo(
+        f"{report['n_faces']} faces in {report['n_images']} images: detection recall "
+        f"{report['detection_recall']}, accuracy {report['accuracy']}, "
+        f"end to end {report['end_to_end_accuracy']}, {report['ms_per_image']} ms/image"
+    )
+    for name, c in report["per_class"].items():
+        typer.echo(f"  {name:15} n={c['n']:5} precision {c['precision']} recall {c['recall']}")
+
+
+def bench_vision(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    frames: Annotated[int, typer.Option(min=10)] = 300,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Time Vision.analyze on 640x480 frames with one face, pinned to one core."""
+    from gate.camera.bench import run_vision_bench
+
+    result = run_vision_bench(data_dir, frames=frames)
+    typer.echo(
+        json.dumps(result)
+        if as_json
+        else f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, {result['fps']} fps"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add `train`, `eval` and the `models` group to the given app."""
+    app.command("train")(train)
+    app.command("eval")(evaluate)
+    app.add_typer(models_app, name="models")
+
+
+if __name__ == "__main__":  # until the gate CLI mounts these: python -m gate.camera.cli ...
+    from gate.errors import GateError
+
+    main = typer.Typer(no_args_is_help=True)
+    register(main)
+    main.command("bench-vision")(bench_vision)
+    try:
+        main()
+    except GateError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise SystemExit(1) from None

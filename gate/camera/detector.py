@@ -1,0 +1,177 @@
+"""Face detection with MediaPipe Tasks FaceDetector (BlazeFace short range).
+
+BlazeFace short range sees faces from about an eighth of its input up to the
+whole of it. That suits the gate camera (a face 80-300 px wide in 640x480), so
+`detect` is one pass. Scene photos hold much smaller faces, so evaluation uses
+`detect_tiled`, which runs the same model on overlapping tiles at several
+scales and merges the results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from gate.camera.classifier import CROP_SCALE
+from gate.camera.verdict import Box
+from gate.errors import GateError
+
+# The smallest face BlazeFace short range finds reliably, as a share of tile side.
+MIN_FACE_SHARE = 0.16
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face the detector found, in frame pixels."""
+
+    box: Box
+    score: float
+    # right eye, left eye, nose tip, mouth, right ear, left ear (x, y) in pixels
+    keypoints: tuple[tuple[float, float], ...] = ()
+
+
+class FaceDetector:
+    """A loaded BlazeFace model. Not thread safe; one per analysing thread."""
+
+    def __init__(self, model_path: Path, min_confidence: float = 0.5) -> None:
+        os.environ.setdefault("GLOG_minloglevel", "2")  # keep MediaPipe's INFO lines off stderr
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        options = vision.FaceDetectorOptions(
+            base_options=BaseOptions(model_asset_path=str(model_path)),
+            min_detection_confidence=min_confidence,
+        )
+        try:
+            self._task = vision.FaceDetector.create_from_options(options)
+        except (RuntimeError, ValueError) as exc:
+            raise GateError(f"cannot load face detector {model_path}: {exc}") from None
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        """One pass over an RGB uint8 image."""
+        import mediapipe as mp
+
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+        result = self._task.detect(image)
+        h, w = rgb.shape[:2]
+        found = []
+        for d in result.detections:
+            b = d.bounding_box
+            x0, y0 = max(0, b.origin_x), max(0, b.origin_y)
+            x1, y1 = min(w, b.origin_x + b.width), min(h, b.origin_y + b.height)
+            if x1 - x0 < 2 or y1 - y0 < 2:
+                continue
+            kps = tuple((k.x * w, k.y * h) for k in d.keypoints or ())
+            found.append(Detection((x0, y0, x1 - x0, y1 - y0), d.categories[0].score, kps))
+        return found
+
+    def detect_tiled(self, rgb: np.ndarray, min_face: int = 24) -> list[Detection]:
+        """Find faces down to `min_face` px wide: overlapping tiles at halving scales, then NMS."""
+        h, w = rgb.shape[:2]
+        found = self.detect(rgb)
+        side = min(h, w)
+        smallest = max(64, int(min_face / MIN_FACE_SHARE))
+        while side >= smallest:
+            stride = max(1, side // 2)
+            for y in _starts(h, side, stride):
+                for x in _starts(w, side, stride):
+                    for d in self.detect(rgb[y : y + side, x : x + side]):
+                        bx, by, bw, bh = d.box
+                        kps = tuple((kx + x, ky + y) for kx, ky in d.keypoints)
+                        found.append(Detection((bx + x, by + y, bw, bh), d.score, kps))
+            side = int(side / 1.6)
+        return nms(found, 0.4)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._task.close()
+
+    def __enter__(self) -> FaceDetector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _starts(length: int, side: int, stride: int) -> list[int]:
+    """Tile origins that cover [0, length) with the last tile flush to the end."""
+    if length <= side:
+        return [0]
+    starts = list(range(0, length - side, stride))
+    starts.append(length - side)
+    return starts
+
+
+def _intersection(a: Box, b: Box) -> int:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
+    return ix * iy
+
+
+def iou(a: Box, b: Box) -> float:
+    inter = _intersection(a, b)
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def greedy_match(
+    left: list[Box], right: list[Box], score: Callable[[Box, Box], float], threshold: float
+) -> dict[int, int]:
+    """Pair boxes best score first, each at most once; {left index: right index}."""
+    pairs = sorted(
+        ((score(a, b), li, ri) for li, a in enumerate(left) for ri, b in enumerate(right)),
+        reverse=True,
+    )
+    match: dict[int, int] = {}
+    used: set[int] = set()
+    for value, li, ri in pairs:
+        if value < threshold:
+            break
+        if li not in match and ri not in used:
+            match[li] = ri
+            used.add(ri)
+    return match
+
+
+def nms(dets: list[Detection], threshold: float) -> list[Detection]:
+    """Greedy non-maximum suppression, best score first.
+
+    A box mostly inside a kept one (a tile that saw half a face) is dropped too.
+    """
+    kept: list[Detection] = []
+    for d in sorted(dets, key=lambda d: -d.score):
+        if all(iou(d.box, k.box) < threshold and _inside(d.box, k.box) < 0.7 for k in kept):
+            kept.append(d)
+    return kept
+
+
+def _inside(a: Box, b: Box) -> float:
+    """Share of box a that lies inside box b."""
+    return _intersection(a, b) / max(1, a[2] * a[3])
+
+
+def box_in_face_image(
+    detector: FaceDetector, bgr: np.ndarray, pad: float = 0.25
+) -> tuple[Box, bool]:
+    """The face box in an image that is itself a loose face crop, and whether it was detected.
+
+    The crop is padded first, because BlazeFace misses faces that fill the
+    whole input. With no detection the whole image is taken as the crop
+    window, so every image still yields one face.
+    """
+    h, w = bgr.shape[:2]
+    px, py = int(w * pad), int(h * pad)
+    padded = cv2.copyMakeBorder(bgr, py, py, px, px, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    dets = detector.detect(cv2.cvtColor(padded, cv2.COLOR_BGR2RGB))
+    if dets:
+        bx, by, bw, bh = max(dets, key=lambda d: d.box[2] * d.box[3]).box
+        return (bx - px, by - py, bw, bh), True
+    side = min(w, h) / CROP_SCALE
+    return (round((w - side) / 2), round((h - side) / 2), round(side), round(side)), False

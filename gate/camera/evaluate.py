@@ -1,0 +1,205 @@
+"""`gate eval`: score the detector and classifier on labelled data.
+
+Two layouts: a folder of class sub-folders holding face crops, or a Pascal VOC
+set (`images/` + `annotations/`) of whole scenes. Scenes run the whole
+pipeline (tiled detection, crop, classify) and match detections to the
+labelled faces at IoU >= 0.4; only faces at least `min_face` px wide count.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from gate.camera.classifier import LABELS, MODEL_PATH, MaskClassifier
+from gate.camera.data import is_voc, read_class_folders, read_voc, select_split
+from gate.camera.detector import FaceDetector, box_in_face_image, greedy_match, iou
+from gate.camera.models import detector_path
+from gate.camera.verdict import MaskLabel
+from gate.errors import GateError
+
+log = logging.getLogger(__name__)
+
+MATCH_IOU = 0.4
+SIZE_BANDS = ((40, 80), (80, 160), (160, 100_000))
+
+
+@dataclass
+class _Tally:
+    """Counts for one group of faces (all, or one size band)."""
+
+    n: int = 0
+    found: int = 0
+    correct: int = 0
+    per_class_n: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LABELS, 0))
+    per_class_found: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LABELS, 0))
+    confusion: dict[str, dict[str, int]] = field(
+        default_factory=lambda: {t: dict.fromkeys(LABELS, 0) for t in LABELS}
+    )
+
+    def add(self, truth: MaskLabel, predicted: MaskLabel | None) -> None:
+        self.n += 1
+        self.per_class_n[truth] += 1
+        if predicted is None:
+            return
+        self.found += 1
+        self.per_class_found[truth] += 1
+        self.confusion[truth][predicted] += 1
+        self.correct += truth == predicted
+
+    def summary(self) -> dict:
+        per_class = {}
+        for c in LABELS:
+            tp = self.confusion[c][c]
+            predicted = sum(self.confusion[t][c] for t in LABELS)
+            matched = sum(self.confusion[c].values())
+            per_class[c] = {
+                "n": self.per_class_n[c],
+                "detection_recall": _ratio(self.per_class_found[c], self.per_class_n[c]),
+                "precision": _ratio(tp, predicted),
+                "recall": _ratio(tp, matched),
+            }
+        return {
+            "n_faces": self.n,
+            "detection_recall": _ratio(self.found, self.n),
+            "accuracy": _ratio(self.correct, self.found),
+            "end_to_end_accuracy": _ratio(self.correct, self.n),
+            "per_class": per_class,
+            "confusion": self.confusion,
+        }
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return round(a / b, 4) if b else None
+
+
+def evaluate(
+    path: Path,
+    data_dir: Path,
+    *,
+    min_face: int = 40,
+    split: str = "all",
+    limit: int | None = None,
+    classifier_path: Path = MODEL_PATH,
+    min_confidence: float = 0.4,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Evaluate on a VOC scene set or a folder of class sub-folders; returns the JSON report."""
+    if not path.is_dir():
+        raise GateError(f"evaluation data not found: {path}")
+    classifier = MaskClassifier(classifier_path, threads=1, flip_average=True)
+    with FaceDetector(detector_path(data_dir), min_confidence=min_confidence) as detector:
+        if is_voc(path):
+            report = _eval_voc(path, detector, classifier, min_face, split, limit, progress)
+        else:
+            report = _eval_crops(path, detector, classifier, split, limit, progress)
+    report.update(split=split, min_face=min_face, model=str(classifier_path))
+    return report
+
+
+def _thin(items: list, limit: int | None) -> list:
+    """An evenly spread subset, so a quick run still sees every kind of image."""
+    if limit is None or limit >= len(items):
+        return items
+    step = len(items) / limit
+    return [items[int(i * step)] for i in range(limit)]
+
+
+def _eval_voc(path, detector, classifier, min_face, split, limit, progress) -> dict:
+    items = read_voc(path)
+    keep = set(select_split([it.image for it in items], split))
+    items = _thin([it for it in items if it.image in keep], limit)
+    total, bands = _Tally(), {band: _Tally() for band in SIZE_BANDS}
+    unreadable, detections, spurious, ms = [], 0, 0, []
+    for i, item in enumerate(items):
+        image = cv2.imread(str(item.image))
+        if image is None:
+            unreadable.append(item.image.name)
+            log.warning("unreadable image skipped: %s", item.image)
+            continue
+        start = time.perf_counter()
+        # Detections a little under min_face still match labelled faces at min_face.
+        found = detector.detect_tiled(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), int(min_face * 0.7))
+        boxes = [d.box for d in found]
+        probs = classifier.classify(image, boxes)
+        ms.append((time.perf_counter() - start) * 1000)
+        match = greedy_match([f.box for f in item.faces], boxes, iou, MATCH_IOU)
+        used = set(match.values())
+        detections += sum(1 for b in boxes if b[2] >= min_face)
+        spurious += sum(1 for bi, b in enumerate(boxes) if b[2] >= min_face and bi not in used)
+        for fi, face in enumerate(item.faces):
+            if face.box[2] < min_face:
+                continue
+            bi = match.get(fi)
+            predicted = None if bi is None else LABELS[int(np.argmax(probs[bi]))]
+            total.add(face.label, predicted)
+            for band, tally in bands.items():
+                if band[0] <= face.box[2] < band[1]:
+                    tally.add(face.label, predicted)
+        if progress:
+            progress(i + 1, len(items))
+    report = total.summary()
+    report.update(
+        kind="voc",
+        n_images=len(items) - len(unreadable),
+        unreadable=unreadable,
+        ms_per_image=round(float(np.mean(ms)), 2) if ms else None,
+        false_detections=spurious,
+        detections=detections,
+        by_size={
+            f"{lo}-{hi if hi < 100_000 else ''}px": _brief(t) for (lo, hi), t in bands.items()
+        },
+    )
+    return report
+
+
+def _eval_crops(path, detector, classifier, split, limit, progress) -> dict:
+    items = read_class_folders(path)
+    keep = set(select_split([p for p, _ in items], split))
+    items = _thin([(p, lab) for p, lab in items if p in keep], limit)
+    total, unreadable, ms = _Tally(), [], []
+    detected = 0
+    for i, (image_path, label) in enumerate(items):
+        image = cv2.imread(str(image_path))
+        if image is None:
+            unreadable.append(image_path.name)
+            log.warning("unreadable image skipped: %s", image_path)
+            continue
+        start = time.perf_counter()
+        box, was_detected = box_in_face_image(detector, image)
+        probs = classifier.classify(image, [box])
+        ms.append((time.perf_counter() - start) * 1000)
+        detected += was_detected
+        total.add(label, LABELS[int(np.argmax(probs[0]))])
+        if progress:
+            progress(i + 1, len(items))
+    report = total.summary()
+    # Every crop is classified (undetected ones as a whole); say how often BlazeFace found it.
+    report["detection_recall"] = _ratio(detected, total.n)
+    report.update(
+        kind="crops",
+        n_images=total.n,
+        unreadable=unreadable,
+        ms_per_image=round(float(np.mean(ms)), 2) if ms else None,
+        two_class_accuracy=_two_class(total),
+    )
+    return report
+
+
+def _two_class(t: _Tally) -> float | None:
+    """Accuracy when a mask worn wrongly still counts as 'a mask' (the 2-class anchor's question)."""
+    wearing = (MaskLabel.MASK, MaskLabel.INCORRECT_MASK)
+    right = sum(t.confusion[MaskLabel.MASK][p] for p in wearing)
+    right += t.confusion[MaskLabel.NO_MASK][MaskLabel.NO_MASK]
+    return _ratio(right, t.found)
+
+
+def _brief(t: _Tally) -> dict:
+    s = t.summary()
+    return {k: s[k] for k in ("n_faces", "detection_recall", "accuracy", "end_to_end_accuracy")}

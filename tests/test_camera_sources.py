@@ -1,0 +1,112 @@
+"""Frame sources: missing and corrupt inputs fail with one line; a vanishing camera never crashes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from gate.camera.simulated import SimulatedCamera, SimVisitor, demo_visitors
+from gate.camera.sources import CaptureSource, open_source
+from gate.camera.verdict import MaskLabel
+from gate.config import CameraSettings
+from gate.errors import GateError
+
+
+def _video(path: Path, frames: int = 20) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 15, (160, 120))
+    for i in range(frames):
+        writer.write(np.full((120, 160, 3), i * 10 % 255, np.uint8))
+    writer.release()
+    return path
+
+
+def _wait(condition, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_missing_file_is_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(GateError, match="video file not found") as err:
+        open_source(CameraSettings(source=str(tmp_path / "nope.mp4")))
+    assert "\n" not in str(err.value)
+
+
+def test_corrupt_file_is_one_line_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00not a video" * 100)
+    with pytest.raises(GateError, match="cannot read video file") as err:
+        open_source(CameraSettings(source=str(junk)))
+    assert "\n" not in str(err.value)
+
+
+def test_missing_camera_index_is_one_line_error() -> None:
+    with pytest.raises(GateError, match="cannot read camera 97"):
+        open_source(CameraSettings(source="97"))
+
+
+def test_video_file_delivers_latest_frames_with_metrics(tmp_path: Path) -> None:
+    source = open_source(CameraSettings(source=str(_video(tmp_path / "v.avi")), fps=60))
+    try:
+        got = source.read()
+        assert got is not None
+        at, frame = got
+        assert frame.shape == (120, 160, 3) and at <= time.monotonic()
+        assert _wait(lambda: source.metrics.frames > 25), "a file loops like a live camera"
+        assert source.read() is not None
+        assert source.read() is None, "no new frame yet: latest-frame semantics"
+        assert source.healthy and source.metrics.fps > 0
+    finally:
+        source.close()
+
+
+def test_camera_that_disappears_goes_unhealthy_and_recovers(tmp_path: Path) -> None:
+    path = _video(tmp_path / "cam.avi", frames=10)
+    settings = CameraSettings(source=str(path), fps=60, stall_seconds=0.3)
+    source = CaptureSource(str(path), settings, backoff=(0.05, 0.2), loop_file=False)
+    try:
+        assert _wait(lambda: source.metrics.frames >= 10)
+        path.unlink()  # the device is gone: every reopen fails
+        assert _wait(lambda: not source.healthy)
+        assert _wait(lambda: source.metrics.reconnects >= 2)
+        source.read()
+        assert source.read() is None
+        _video(path, frames=10)  # plugged back in
+        assert _wait(lambda: source.healthy)
+    finally:
+        source.close()
+    assert source.metrics.stalls >= 1
+
+
+def test_simulated_source_follows_the_clock() -> None:
+    now = [100.0]
+    visitors = [
+        SimVisitor("a", ((1.0, MaskLabel.MASK), (0.5, None))),
+        SimVisitor("b", ((1.0, None),)),
+    ]
+    camera = SimulatedCamera(visitors, fps=10, clock=lambda: now[0])
+    first = camera.read()
+    assert first is not None and first[1].shape == (480, 640, 3)
+    assert camera.read() is None, "same frame slot"
+    now[0] += 0.1
+    assert camera.read() is not None
+    assert camera.visitor_at(100.5) == "a"
+    assert camera.visitor_at(101.2) is None  # out of view
+    assert camera.label_at(100.5) is MaskLabel.MASK
+    now[0] = 103.0
+    assert camera.read() is None and camera.done
+
+
+def test_simulated_visitors_differ_and_default_source_is_simulated() -> None:
+    source = open_source(CameraSettings())
+    assert isinstance(source, SimulatedCamera) and source.loop
+    camera = SimulatedCamera(demo_visitors(), clock=lambda: 0.0)
+    a, b = camera.render(1.0), camera.render(5.0)
+    assert np.abs(a.astype(int) - b.astype(int)).mean() > 10

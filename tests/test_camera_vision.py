@@ -1,0 +1,136 @@
+"""The camera pipeline end to end with the real BlazeFace model and the committed ONNX classifier.
+
+The detector model is obtained through `gate models fetch` code and cached in
+<repo>/var/models, so it is fetched once per machine.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gate.camera.classifier import MaskClassifier, face_crop
+from gate.camera.models import fetch_detector
+from gate.camera.pipeline import Vision
+from gate.camera.simulated import SimulatedCamera, SimVisitor, demo_visitors
+from gate.camera.verdict import MaskLabel
+from gate.config import CameraSettings
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO / "var"
+
+
+@pytest.fixture(scope="module")
+def data_dir() -> Path:
+    fetch_detector(DATA_DIR, progress=False, log=lambda _line: None)
+    return DATA_DIR
+
+
+@pytest.fixture
+def vision(data_dir: Path):
+    v = Vision(CameraSettings(), data_dir)
+    yield v
+    v.close()
+
+
+def _visit(vision: Vision, label: MaskLabel, seed: int, seconds: float = 2.0):
+    camera = SimulatedCamera(
+        [SimVisitor(f"v{seed}", ((seconds, label),))], clock=lambda: 0.0, start_at=0.0, seed=seed
+    )
+    return [vision.analyze(camera.render(t), t) for t in np.arange(0, seconds, 1 / 15)]
+
+
+@pytest.mark.parametrize("label", list(MaskLabel))
+def test_simulated_visitor_settles_on_the_drawn_mask(vision: Vision, label: MaskLabel) -> None:
+    for seed in (1, 2):
+        frames = _visit(vision, label, seed)
+        seen = [a.faces[0] for a in frames if a.faces]
+        assert len(seen) >= 0.9 * len(frames), "BlazeFace should find the simulated face"
+        assert len({f.track_key for f in seen}) == 1, "one visitor, one track"
+        settled = [f for f in seen if f.settled]
+        assert settled, "the label should settle within a visit"
+        assert Counter(f.label for f in settled).most_common(1)[0][0] == label
+        first = next(i for i, f in enumerate(seen) if f.settled)
+        assert first <= 6, f"decision took {first + 1} frames"
+
+
+def test_each_demo_visitor_gets_its_own_key(vision: Vision) -> None:
+    camera = SimulatedCamera(demo_visitors()[:3], clock=lambda: 0.0, start_at=0.0)
+    keys: dict[str, set[str]] = {}
+    for t in np.arange(0, 12, 1 / 15):
+        analysis = vision.analyze(camera.render(t), t)
+        who = camera.visitor_at(t)
+        for face in analysis.faces:
+            keys.setdefault(who or "nobody", set()).add(face.track_key)
+    assert "nobody" not in keys
+    assert all(len(k) == 1 for k in keys.values()), keys
+    assert len(set().union(*keys.values())) == 3
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        np.zeros((0, 0, 3), np.uint8),
+        np.zeros((480, 0, 3), np.uint8),
+        np.zeros((480, 640, 3), np.float32),
+        np.zeros((480, 640, 3), np.uint16),
+        np.zeros((480, 640, 2), np.uint8),
+        np.zeros((8, 8, 3), np.uint8),
+        np.zeros((4400, 7700, 3), np.uint8),  # beyond 8K UHD
+        "not a frame",
+        None,
+    ],
+    ids=[
+        "empty",
+        "zero-width",
+        "float",
+        "uint16",
+        "two-channel",
+        "tiny",
+        "beyond-8k",
+        "str",
+        "none",
+    ],
+)
+def test_bad_frames_are_skipped_and_counted(vision: Vision, frame) -> None:
+    analysis = vision.analyze(frame, at=1.0)
+    assert analysis.faces == []
+    assert vision.metrics.skipped == 1
+    assert vision.annotate(frame, analysis) is not None
+
+
+def test_grey_and_8k_frames_are_analysed(vision: Vision) -> None:
+    camera = SimulatedCamera([SimVisitor("g", ((1.0, MaskLabel.NO_MASK),))], clock=lambda: 0.0)
+    bgr = camera.render(0.5)
+    grey = bgr.mean(axis=2).astype(np.uint8)
+    assert vision.analyze(grey, 0.0).faces, "a grey (IR) camera frame still shows a face"
+    huge = np.repeat(np.repeat(bgr, 9, axis=0), 12, axis=1)[:4320, :7680]
+    analysis = vision.analyze(huge, 0.1)
+    assert analysis.faces and analysis.faces[0].box[2] > 500, "boxes come back in 8K pixels"
+    assert vision.metrics.skipped == 0 and vision.metrics.converted == 1
+    assert vision.annotate(huge, analysis).shape == huge.shape
+
+
+def test_min_face_and_roi_filter_faces(data_dir: Path) -> None:
+    camera = SimulatedCamera([SimVisitor("f", ((1.0, MaskLabel.MASK),))], clock=lambda: 0.0)
+    frame = camera.render(0.5)
+    big = Vision(CameraSettings(min_face_px=400), data_dir)
+    corner = Vision(CameraSettings(roi=(0.0, 0.0, 0.2, 0.2)), data_dir)
+    try:
+        assert big.analyze(frame, 0.0).faces == []
+        assert corner.analyze(frame, 0.0).faces == []
+    finally:
+        big.close()
+        corner.close()
+
+
+def test_classifier_flip_average_and_crop_shape() -> None:
+    crop = face_crop(np.full((100, 100, 3), 128, np.uint8), (30, 30, 40, 40))
+    assert crop.shape == (64, 64, 3)
+    plain, flipped = MaskClassifier(), MaskClassifier(flip_average=True)
+    for clf in (plain, flipped):
+        p = clf.probabilities(crop[None])
+        assert p.shape == (1, 3) and abs(float(p.sum()) - 1) < 1e-4
