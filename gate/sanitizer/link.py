@@ -8,11 +8,13 @@ what a door is: payloads are built and read by ``firmware_bridge.messages``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
 import serial
@@ -183,13 +185,15 @@ class HostSession:
 
 
 class _Pending:
-    """The one command in flight: its bytes (for retransmit) and where its ack lands."""
+    """The one command in flight: its bytes (for retransmit), retry clock and result."""
 
-    def __init__(self, seq: int, frame: bytes) -> None:
+    def __init__(self, seq: int, frame: bytes, ack_timeout: float) -> None:
         self.seq = seq
         self.frame = frame
-        self.reply: bytes | None = None
-        self.done = threading.Event()
+        self.sent_at = time.monotonic()
+        self.deadline = self.sent_at + ack_timeout
+        self.attempts = 1
+        self.future: Future[bytes] = Future()
 
 
 def check_hello(info: HelloInfo, port: str) -> None:
@@ -233,7 +237,7 @@ class SerialLink:
         self._on_trouble = on_trouble
         self._serial: serial.Serial | None = None
         self._write_lock = threading.Lock()
-        self._request_lock = threading.Lock()
+        self._pending_lock = threading.Lock()
         self._lose_lock = threading.Lock()
         self._hello_seen = threading.Event()
         self._closed = threading.Event()
@@ -253,7 +257,11 @@ class SerialLink:
         """Open the port and say hello; raise LinkError if nobody (right) answers."""
         try:
             self._serial = serial.Serial(
-                self.port, self.baudrate, timeout=0.1, write_timeout=1.0, exclusive=True
+                self.port,
+                self.baudrate,
+                timeout=min(0.05, self.ack_timeout / 4),  # the retransmit clock's tick
+                write_timeout=1.0,
+                exclusive=True,
             )
         except (serial.SerialException, OSError, ValueError) as exc:
             raise LinkDown(f"cannot open station port {self.port}: {exc}") from None
@@ -277,49 +285,59 @@ class SerialLink:
         self._spawn(self._heartbeat_loop, "station-heartbeat")
         return info
 
-    def request(self, payload: bytes) -> bytes:
-        """Send one command and return the MCU's reply; the MCU runs it at most once.
+    def submit(self, payload: bytes) -> Future[bytes]:
+        """Send one command now; the future gets the MCU's reply. The MCU runs it at most once.
 
-        Never blindly replayed in a later session: if the link is lost before the ack,
-        this raises and the caller decides (the command may or may not have run).
+        Stop-and-wait: one command at a time (LinkError otherwise). The reader thread
+        retransmits the same bytes until the ack comes. Never replayed in a later
+        session: if the link is lost first, the future fails and the caller decides
+        (the command may or may not have run).
         """
-        with self._request_lock:
+        with self._pending_lock:
             if not self.alive:
                 raise LinkDown(f"station link is down: {self.lost_reason or 'closed'}")
+            if self._pending is not None:
+                raise LinkError("a station command is already in flight")
             seq, frame = self._session.command_frame(payload)
-            pending = _Pending(seq, frame)
+            pending = _Pending(seq, frame, self.ack_timeout)
             self._pending = pending
-            try:
-                return self._await_ack(pending)
-            finally:
-                self._pending = None
+        self._write(frame)
+        return pending.future
 
-    def _await_ack(self, pending: _Pending) -> bytes:
-        started = time.monotonic()
-        for attempt in range(self.retries + 1):
-            if attempt:
-                self.metrics.retransmits += 1
-                self._on_trouble()
-            self._write(pending.frame)
-            if pending.done.wait(self.ack_timeout):
-                break
-        if pending.reply is None:
-            if not self.alive:
-                raise LinkDown(self.lost_reason or "link closed")
-            reason = f"no ack after {self.retries + 1} tries"
+    def _finish(self, pending: _Pending, reply: bytes | None, error: LinkError | None) -> None:
+        """Settle the command in flight once, whoever gets there first."""
+        with self._pending_lock:
+            if self._pending is not pending:
+                return
+            self._pending = None
+        with contextlib.suppress(InvalidStateError):  # the caller gave up waiting
+            if error is None:
+                pending.future.set_result(reply or b"")
+            else:
+                pending.future.set_exception(error)
+
+    def _check_retransmit(self) -> None:
+        pending = self._pending
+        if pending is None or time.monotonic() < pending.deadline:
+            return
+        if pending.attempts > self.retries:
+            reason = f"no ack after {pending.attempts} tries"
+            self._finish(pending, None, NoAck(reason))
             # The MCU may hold this seq or not: only a new session is unambiguous.
             self._lose(reason)
-            raise NoAck(reason)
-        if attempt == 0:
-            self.metrics.add_rtt(time.monotonic() - started)
-        return pending.reply
+            return
+        pending.attempts += 1
+        pending.deadline = time.monotonic() + self.ack_timeout
+        self.metrics.retransmits += 1
+        self._on_trouble()
+        self._write(pending.frame)
 
     def close(self) -> None:
         """Stop both threads and release the port; safe to call more than once."""
         self._closed.set()
         pending = self._pending
         if pending is not None:
-            pending.done.set()
+            self._finish(pending, None, LinkDown("link closed"))
         port = self._serial
         if port is not None:
             port.cancel_read()
@@ -352,6 +370,7 @@ class SerialLink:
                 return
             if data:
                 self._on_bytes(data)
+            self._check_retransmit()
 
     def _on_bytes(self, data: bytes) -> None:
         session = self._session
@@ -384,8 +403,9 @@ class SerialLink:
         elif pending is None or item.seq != pending.seq:
             return  # an ack or nak for nothing in flight: stale, ignore
         elif item.kind == "ack":
-            pending.reply = item.payload
-            pending.done.set()
+            if pending.attempts == 1:  # Karn: a retransmitted command's RTT is ambiguous
+                self.metrics.add_rtt(time.monotonic() - pending.sent_at)
+            self._finish(pending, item.payload, None)
         else:
             self.metrics.retransmits += 1
             self._on_trouble()
@@ -438,5 +458,5 @@ class SerialLink:
         log.warning("station link lost: %s", reason)
         pending = self._pending
         if pending is not None:
-            pending.done.set()
+            self._finish(pending, None, LinkDown(reason))
         self._on_lost(reason)

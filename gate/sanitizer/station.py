@@ -1,9 +1,10 @@
 """The station as the gate's runtime sees it: an asyncio API over the serial link.
 
 Owns reconnecting: a supervisor task opens a new ``SerialLink`` session whenever
-the last one is lost, with backoff while the port is missing. Commands run on one
-worker thread so they stay strictly one at a time, as the stop-and-wait link needs.
-A command whose ack was lost is reported as an error, never replayed.
+the last one is lost, with backoff while the port is missing. Commands go out
+from the event loop one at a time (the link is stop-and-wait) and their acks come
+back from the link's reader thread as futures. A command whose ack was lost is
+reported as an error, never replayed.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ class Station:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
+        self._command_lock = asyncio.Lock()
         self._subscribers: list[asyncio.Queue[StationEvent]] = []
         self._hands = False
         self._hands_waiters: set[asyncio.Future[None]] = set()
@@ -243,12 +245,13 @@ class Station:
             raise StationError(
                 f"station {what}: station offline ({self.last_error or 'not connected'})"
             )
-        try:
-            reply = await self._in_worker(link.request, payload)
-        except LinkError as exc:
-            raise StationError(
-                f"station {what}: link lost before the ack ({exc}); not retried, it may have run"
-            ) from None
+        async with self._command_lock:  # stop-and-wait: one command on the line at a time
+            try:
+                reply = await _settled(asyncio.wrap_future(link.submit(payload)))
+            except LinkError as exc:
+                raise StationError(
+                    f"station {what}: link lost before the ack ({exc}); not retried, it may have run"
+                ) from None
         decoded = m.decode_reply(reply)
         if decoded is None:
             raise StationError(f"station {what}: unreadable reply {reply.hex()}")
@@ -387,6 +390,16 @@ class Station:
             if queue.full():
                 queue.get_nowait()  # a stalled subscriber loses its oldest event, not the link
             queue.put_nowait(event)
+
+
+async def _settled(reply: asyncio.Future[bytes]) -> bytes:
+    """Await the command's reply; if our caller is cancelled, still hold the line until
+    the link has settled it, so the next command cannot overtake an unacked seq."""
+    try:
+        return await asyncio.shield(reply)
+    except asyncio.CancelledError:
+        await asyncio.wait([reply])
+        raise
 
 
 def _clamp(value: int, high: int) -> int:
