@@ -1,0 +1,168 @@
+"""Entry list, paging, detail, snapshots and the CSV export, including hostile input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, insert
+
+from gate.server.csvexport import safe_cell
+from gate.server.queries import Cursor, EntryFilter, iter_entry_batches, list_entries
+from gate.store.models import Entry, Gate, Outcome
+from tests.panel_support import client_for, make_app, make_runtime
+
+START = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)  # 08:00 in Ho Chi Minh City
+REFS = itertools.count()  # unlock_ref is unique per gate
+OUTCOMES = [Outcome.ADMITTED, Outcome.DENIED_NO_MASK, Outcome.ADMITTED, Outcome.NOT_SANITIZED]
+
+
+def seed(engine: Engine, count: int, gate_id: str = "gate-1", same_time: int = 1,
+         **fields: object) -> list[dict[str, object]]:
+    """``count`` entries a minute apart (``same_time`` share each timestamp, to test ties)."""
+    rows = [{"id": str(uuid.uuid4()), "gate_id": gate_id, "unlock_ref": next(REFS),
+             "outcome": OUTCOMES[i % len(OUTCOMES)].value, "mask_label": "mask",
+             "mask_score": 0.9, "seen_at": START + timedelta(minutes=i // same_time),
+             "first_label": None, "sanitized": False, "door_opened": False,
+             "snapshot_path": None, **fields} for i in range(count)]
+    with engine.begin() as connection:
+        connection.execute(insert(Entry), rows)
+    return rows
+
+
+def newest_first(rows: list[dict[str, object]]) -> list[str]:
+    return [r["id"] for r in sorted(rows, key=lambda r: (r["seen_at"], r["id"]), reverse=True)]
+
+
+def test_keyset_paging_visits_every_row_once_both_ways(tmp_path: Path) -> None:
+    runtime = make_runtime(tmp_path)
+    rows = seed(runtime.engine, 53, same_time=4)  # ties on seen_at across page edges
+    seen, pages, cursor = [], [], None
+    while True:
+        page = list_entries(runtime.engine, EntryFilter(), 10, before=cursor)
+        pages.append(page)
+        seen += [r.id for r in page.rows]
+        if page.older is None:
+            break
+        cursor = page.older
+    assert seen == newest_first(rows)
+    assert len(pages) == 6 and pages[0].newer is None
+    back = list_entries(runtime.engine, EntryFilter(), 10, after=pages[2].newer)
+    assert [r.id for r in back.rows] == [r.id for r in pages[1].rows]
+
+
+def test_filters_combine(tmp_path: Path) -> None:
+    runtime = make_runtime(tmp_path)
+    with runtime.engine.begin() as connection:
+        connection.execute(insert(Gate), [{"id": "gate-2", "name": "", "created_at": START}])
+    rows = seed(runtime.engine, 40) + seed(runtime.engine, 8, gate_id="gate-2")
+    flt = EntryFilter(START + timedelta(minutes=10), START + timedelta(minutes=30),
+                      Outcome.DENIED_NO_MASK, "gate-1")
+    got = [r.id for r in list_entries(runtime.engine, flt, 100).rows]
+    expected = [r for r in rows if r["gate_id"] == "gate-1" and r["outcome"] == "denied_no_mask"
+                and flt.start <= r["seen_at"] < flt.end]  # type: ignore[operator]
+    assert got == newest_first(expected) and len(got) == 5
+
+
+def test_page_filters_take_local_dates(tmp_path: Path) -> None:
+    app, runtime = make_app(tmp_path)
+    seed(runtime.engine, 3, seen_at=datetime(2026, 11, 20, 17, 30, tzinfo=UTC))  # 00:30 on 21st
+    client = client_for(app, "manager")
+    assert client.get("/entries?from=2026-11-21&to=2026-11-21").text.count("/entries/") == 3 + 1
+    assert client.get("/entries?from=2026-11-20&to=2026-11-20").text.count("/entries/") == 1
+
+
+@pytest.mark.parametrize("query", [
+    "from=2026-13-45", "from=yesterday", "to=9999-01-01", "from=2026-11-21&to=2026-11-20",
+    "outcome=<script>", "gate=nowhere", "before=123", "before=1.2.3", "after=-1.x",
+    "limit=0", "limit=-5", "limit=abc", "limit=10000000000000000000000", "from=" + "9" * 40,
+    "gate=" + "g" * 100,
+])
+def test_hostile_filters_get_a_clean_4xx(tmp_path: Path, query: str) -> None:
+    app, _runtime = make_app(tmp_path)
+    client = client_for(app, "manager")
+    paths = ["/entries", "/api/entries"]
+    if not query.startswith(("before", "after", "limit")):  # the export has no paging
+        paths.append("/entries/export.csv")
+    for path in paths:
+        answer = client.get(f"{path}?{query}", headers={"accept": "text/html"})
+        assert answer.status_code in (400, 422), (path, query, answer.status_code)
+        assert "<script>" not in answer.text
+
+
+def test_detail_and_snapshot_only_inside_the_data_dir(tmp_path: Path) -> None:
+    app, runtime = make_app(tmp_path)
+    (tmp_path / "snapshots").mkdir()
+    (tmp_path / "snapshots" / "a.jpg").write_bytes(b"\xff\xd8jpeg")
+    outside = tmp_path.parent / f"{tmp_path.name}-secret.jpg"
+    outside.write_bytes(b"secret")
+    (tmp_path / "snapshots" / "link.jpg").symlink_to(outside)
+    good = seed(runtime.engine, 1, snapshot_path=str(tmp_path / "snapshots" / "a.jpg"))[0]
+    bad = [seed(runtime.engine, 1, snapshot_path=p)[0] for p in (
+        str(outside), str(tmp_path / "snapshots" / ".." / ".." / outside.name),
+        str(tmp_path / "snapshots" / "link.jpg"), str(tmp_path / "secret_key"))]
+    client = client_for(app, "manager")
+    assert client.get(f"/entries/{good['id']}").status_code == 200
+    image = client.get(f"/entries/{good['id']}/snapshot")
+    assert image.status_code == 200 and image.content == b"\xff\xd8jpeg"
+    for row in bad:
+        assert client.get(f"/entries/{row['id']}/snapshot").status_code == 404
+    assert client.get("/entries/not-a-uuid").status_code == 404
+    assert client_for(app, "security").get(f"/entries/{good['id']}/snapshot").status_code == 403
+
+
+def test_csv_export_streams_everything_filtered_and_safe(tmp_path: Path) -> None:
+    app, runtime = make_app(tmp_path)
+    rows = seed(runtime.engine, 12_345)
+    hostile = {"outcome": "admitted"}  # outside the outcome filter checked below
+    seed(runtime.engine, 2, mask_label="=HYPERLINK(\"http://x\")", **hostile)
+    seed(runtime.engine, 1, mask_label="+1", first_label="@SUM(A1)", **hostile)
+    seed(runtime.engine, 1, mask_label="\tx", first_label="-2", **hostile)
+    client = client_for(app, "manager")
+    with client.stream("GET", "/entries/export.csv") as answer:
+        assert answer.headers["content-type"].startswith("text/csv")
+        assert "attachment" in answer.headers["content-disposition"]
+        chunks = list(answer.iter_bytes())
+    body = b"".join(chunks).decode("utf-8")
+    assert body.startswith("\ufeffid,gate,seen,outcome")
+    table = list(csv.reader(io.StringIO(body.removeprefix("\ufeff"))))
+    assert len(table) == 1 + len(rows) + 4
+    exported = {row[0] for row in table[1:]}
+    assert {r["id"] for r in rows} <= exported
+    for row in table[1:]:
+        for cell in row:
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), row
+    cells = {cell for row in table for cell in row}
+    assert {"'=HYPERLINK(\"http://x\")", "'+1", "'@SUM(A1)", "'\tx", "'-2"} <= cells
+    first = next(r for r in table[1:] if r[0] == newest_first(rows)[0])
+    assert first[2] == "2026-11-28 21:44:00"  # 20th 01:00 UTC + 12344 min = 28th 14:44 UTC, +7 h
+    filtered = client.get("/entries/export.csv?outcome=denied_no_mask").text
+    assert len(filtered.strip().splitlines()) == 1 + sum(
+        r["outcome"] == "denied_no_mask" for r in rows)
+
+
+def test_export_batches_are_bounded(tmp_path: Path) -> None:
+    runtime = make_runtime(tmp_path)
+    seed(runtime.engine, 2_500)
+    sizes = [len(batch) for batch in iter_entry_batches(runtime.engine, EntryFilter(), 1000)]
+    assert sizes == [1000, 1000, 500]
+
+
+def test_safe_cell_leaves_ordinary_values_alone() -> None:
+    zone = __import__("zoneinfo").ZoneInfo("Asia/Ho_Chi_Minh")
+    assert safe_cell("mask", zone) == "mask"
+    assert safe_cell(0.5, zone) == 0.5 and safe_cell(True, zone) == 1 and safe_cell(None, zone) == ""
+    assert safe_cell("\rcmd", zone) == "'\rcmd"
+
+
+def test_cursor_round_trip_and_refusals() -> None:
+    cursor = Cursor(datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC), str(uuid.uuid4()))
+    assert Cursor.decode(cursor.encode()) == cursor
+    for text in ("", "1", "x.y", "1." + "0" * 36, "99999999999999999999." + cursor.id):
+        with pytest.raises(ValueError):
+            Cursor.decode(text)
