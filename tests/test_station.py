@@ -165,16 +165,34 @@ def test_missing_port_is_offline_then_connects_by_itself(tmp_path: Path) -> None
     run(scenario())
 
 
-def test_retransmitted_command_runs_once_and_marks_the_link_degraded() -> None:
+def test_retransmitted_command_runs_once_and_the_link_is_degraded_for_a_while() -> None:
     async def scenario() -> None:
         with Emulator(auto_door=False) as emulator:
-            station = await connected(emulator)
+            station = Station(emulator.start(), SETTINGS, degraded_hold_seconds=0.5)
             events = station.subscribe()
+            await station.start()
             emulator.stall(0.5)  # the board stops answering for longer than the ack timeout
             await station.unlock(5, ref=77)
             assert [a.ref for a in emulator.actuations] == [77]
             assert station.metrics.retransmits >= 1
             await next_event(events, "link_degraded")
+            await next_event(events, "link_connected")  # quiet again for the hold time
+            await station.close()
+
+    run(scenario())
+
+
+def test_caller_giving_up_does_not_desync_the_link() -> None:
+    async def scenario() -> None:
+        with Emulator(auto_door=False) as emulator:
+            station = await connected(emulator)
+            emulator.stall(0.6)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(station.unlock(5, ref=8), 0.05)
+            assert not emulator.actuations  # the board is still stalled
+            await station.lock()  # waits for the abandoned unlock's ack, then runs
+            assert [(a.kind, a.ref) for a in emulator.actuations] == [("unlock", 8), ("lock", 8)]
+            assert station.state is not LinkState.OFFLINE
             await station.close()
 
     run(scenario())

@@ -245,13 +245,22 @@ class Station:
             raise StationError(
                 f"station {what}: station offline ({self.last_error or 'not connected'})"
             )
-        async with self._command_lock:  # stop-and-wait: one command on the line at a time
-            try:
-                reply = await _settled(asyncio.wrap_future(link.submit(payload)))
-            except LinkError as exc:
-                raise StationError(
-                    f"station {what}: link lost before the ack ({exc}); not retried, it may have run"
-                ) from None
+        # Stop-and-wait: one command on the line at a time. The line is released when
+        # the link settles the command, not when our caller stops waiting for it, so a
+        # caller's timeout can never let the next command overtake an unacked seq.
+        await self._command_lock.acquire()
+        try:
+            settled = asyncio.wrap_future(link.submit(payload))
+        except LinkError as exc:
+            self._command_lock.release()
+            raise StationError(f"station {what}: {exc}") from None
+        settled.add_done_callback(self._release_line)
+        try:
+            reply = await asyncio.shield(settled)
+        except LinkError as exc:
+            raise StationError(
+                f"station {what}: link lost before the ack ({exc}); not retried, it may have run"
+            ) from None
         decoded = m.decode_reply(reply)
         if decoded is None:
             raise StationError(f"station {what}: unreadable reply {reply.hex()}")
@@ -262,6 +271,11 @@ class Station:
             reason = m.REFUSAL_TEXT.get(values[0], f"reason {values[0]}")
             raise StationError(f"station refused {what}: {reason}")
         return values
+
+    def _release_line(self, settled: asyncio.Future[bytes]) -> None:
+        if not settled.cancelled():
+            settled.exception()  # seen here: a caller who gave up will not look
+        self._command_lock.release()
 
     # -- connection management ---------------------------------------------------
 
@@ -390,16 +404,6 @@ class Station:
             if queue.full():
                 queue.get_nowait()  # a stalled subscriber loses its oldest event, not the link
             queue.put_nowait(event)
-
-
-async def _settled(reply: asyncio.Future[bytes]) -> bytes:
-    """Await the command's reply; if our caller is cancelled, still hold the line until
-    the link has settled it, so the next command cannot overtake an unacked seq."""
-    try:
-        return await asyncio.shield(reply)
-    except asyncio.CancelledError:
-        await asyncio.wait([reply])
-        raise
 
 
 def _clamp(value: int, high: int) -> int:
