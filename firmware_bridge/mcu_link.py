@@ -36,6 +36,7 @@ class McuLink:
         self.events = []
         self.evno = 0
         self.dropped_events = 0
+        self.report_dropped = False
         self.out = bytearray()
 
     def queue_event(self, name, value=0, ref=0):
@@ -46,6 +47,7 @@ class McuLink:
             # Never drop the frame in flight: its seq would be reused for another event.
             del self.events[1 if self.tx_sent_ms is not None else 0]
             self.dropped_events += 1
+            self.report_dropped = True
 
     def receive(self, data, now_ms):
         """Handle bytes from the host; answers collect in ``self.out``."""
@@ -62,6 +64,9 @@ class McuLink:
             self.alive = False
             self.tx_sent_ms = None
             self.handler.on_session_lost(now_ms)
+        if self.report_dropped and len(self.events) < EVENT_QUEUE_MAX:
+            self.report_dropped = False
+            self.queue_event("fault", messages.FAULT_EVENTS_DROPPED, self.dropped_events)
         if not self.alive or not self.events:
             return
         if self.tx_sent_ms is None or now_ms - self.tx_sent_ms >= EVENT_RETRANSMIT_MS:

@@ -29,8 +29,7 @@ NAK = const(7)  # either way: "I still expect seq N": resend it now
 # is not redundant: a CRC without final XOR also "matches" a valid frame with a
 # 0x00 appended, which a single flipped delimiter produces.
 HEADER = const(3)
-MAX_PAYLOAD = const(48)
-MAX_FRAME = const(53)
+MAX_FRAME = const(53)  # header + payload of at most 48 + crc
 # COBS adds one byte per 254 plus one; anything longer than this is noise.
 MAX_ENCODED = const(55)
 

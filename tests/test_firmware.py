@@ -219,3 +219,19 @@ def test_protocol_mismatch_gets_no_session() -> None:
     rig.hal.rx.extend(frame(wire.DATA, 0, m.encode_command(m.CMD_UNLOCK, 1000, 1)))
     rig.advance(10)
     assert rig.actuations == []
+
+
+def test_event_queue_overflow_keeps_the_newest_and_reports_a_fault() -> None:
+    rig = Rig()  # no host yet: events pile up
+    for _ in range(25):
+        rig.world.hands(True)
+        rig.advance(30)
+        rig.world.hands(False)
+        rig.advance(30)
+    rig.hello()
+    rig.advance(2000)
+    hands = [name for name in rig.names() if name.startswith("hands")]
+    assert hands[-1] == "hands_absent"  # the newest survived
+    fault = rig.events[-1]
+    assert fault[0] == "fault" and fault[1] == m.FAULT_EVENTS_DROPPED and fault[2] > 0
+    assert "boot" not in rig.names()  # the oldest went first

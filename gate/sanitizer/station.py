@@ -169,9 +169,6 @@ class Station:
         self._subscribers.append(queue)
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[StationEvent]) -> None:
-        self._subscribers.remove(queue)
-
     # -- commands -----------------------------------------------------------------
 
     async def wait_for_hands(self, timeout: float) -> bool:
