@@ -22,14 +22,27 @@ REFS = itertools.count()  # unlock_ref is unique per gate
 OUTCOMES = [Outcome.ADMITTED, Outcome.DENIED_NO_MASK, Outcome.ADMITTED, Outcome.NOT_SANITIZED]
 
 
-def seed(engine: Engine, count: int, gate_id: str = "gate-1", same_time: int = 1,
-         **fields: object) -> list[dict[str, object]]:
+def seed(
+    engine: Engine, count: int, gate_id: str = "gate-1", same_time: int = 1, **fields: object
+) -> list[dict[str, object]]:
     """``count`` entries a minute apart (``same_time`` share each timestamp, to test ties)."""
-    rows = [{"id": str(uuid.uuid4()), "gate_id": gate_id, "unlock_ref": next(REFS),
-             "outcome": OUTCOMES[i % len(OUTCOMES)].value, "mask_label": "mask",
-             "mask_score": 0.9, "seen_at": START + timedelta(minutes=i // same_time),
-             "first_label": None, "sanitized": False, "door_opened": False,
-             "snapshot_path": None, **fields} for i in range(count)]
+    rows = [
+        {
+            "id": str(uuid.uuid4()),
+            "gate_id": gate_id,
+            "unlock_ref": next(REFS),
+            "outcome": OUTCOMES[i % len(OUTCOMES)].value,
+            "mask_label": "mask",
+            "mask_score": 0.9,
+            "seen_at": START + timedelta(minutes=i // same_time),
+            "first_label": None,
+            "sanitized": False,
+            "door_opened": False,
+            "snapshot_path": None,
+            **fields,
+        }
+        for i in range(count)
+    ]
     with engine.begin() as connection:
         connection.execute(insert(Entry), rows)
     return rows
@@ -61,11 +74,20 @@ def test_filters_combine(tmp_path: Path) -> None:
     with runtime.engine.begin() as connection:
         connection.execute(insert(Gate), [{"id": "gate-2", "name": "", "created_at": START}])
     rows = seed(runtime.engine, 40) + seed(runtime.engine, 8, gate_id="gate-2")
-    flt = EntryFilter(START + timedelta(minutes=10), START + timedelta(minutes=30),
-                      Outcome.DENIED_NO_MASK, "gate-1")
+    flt = EntryFilter(
+        START + timedelta(minutes=10),
+        START + timedelta(minutes=30),
+        Outcome.DENIED_NO_MASK,
+        "gate-1",
+    )
     got = [r.id for r in list_entries(runtime.engine, flt, 100).rows]
-    expected = [r for r in rows if r["gate_id"] == "gate-1" and r["outcome"] == "denied_no_mask"
-                and flt.start <= r["seen_at"] < flt.end]  # type: ignore[operator]
+    expected = [
+        r
+        for r in rows
+        if r["gate_id"] == "gate-1"
+        and r["outcome"] == "denied_no_mask"
+        and flt.start <= r["seen_at"] < flt.end
+    ]  # type: ignore[operator]
     assert got == newest_first(expected) and len(got) == 5
 
 
@@ -77,12 +99,26 @@ def test_page_filters_take_local_dates(tmp_path: Path) -> None:
     assert client.get("/entries?from=2026-11-20&to=2026-11-20").text.count("/entries/") == 1
 
 
-@pytest.mark.parametrize("query", [
-    "from=2026-13-45", "from=yesterday", "to=9999-01-01", "from=2026-11-21&to=2026-11-20",
-    "outcome=<script>", "gate=nowhere", "before=123", "before=1.2.3", "after=-1.x",
-    "limit=0", "limit=-5", "limit=abc", "limit=10000000000000000000000", "from=" + "9" * 40,
-    "gate=" + "g" * 100,
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "from=2026-13-45",
+        "from=yesterday",
+        "to=9999-01-01",
+        "from=2026-11-21&to=2026-11-20",
+        "outcome=<script>",
+        "gate=nowhere",
+        "before=123",
+        "before=1.2.3",
+        "after=-1.x",
+        "limit=0",
+        "limit=-5",
+        "limit=abc",
+        "limit=10000000000000000000000",
+        "from=" + "9" * 40,
+        "gate=" + "g" * 100,
+    ],
+)
 def test_hostile_filters_get_a_clean_4xx(tmp_path: Path, query: str) -> None:
     app, _runtime = make_app(tmp_path)
     client = client_for(app, "manager")
@@ -103,9 +139,15 @@ def test_detail_and_snapshot_only_inside_the_data_dir(tmp_path: Path) -> None:
     outside.write_bytes(b"secret")
     (tmp_path / "snapshots" / "link.jpg").symlink_to(outside)
     good = seed(runtime.engine, 1, snapshot_path=str(tmp_path / "snapshots" / "a.jpg"))[0]
-    bad = [seed(runtime.engine, 1, snapshot_path=p)[0] for p in (
-        str(outside), str(tmp_path / "snapshots" / ".." / ".." / outside.name),
-        str(tmp_path / "snapshots" / "link.jpg"), str(tmp_path / "secret_key"))]
+    bad = [
+        seed(runtime.engine, 1, snapshot_path=p)[0]
+        for p in (
+            str(outside),
+            str(tmp_path / "snapshots" / ".." / ".." / outside.name),
+            str(tmp_path / "snapshots" / "link.jpg"),
+            str(tmp_path / "secret_key"),
+        )
+    ]
     client = client_for(app, "manager")
     assert client.get(f"/entries/{good['id']}").status_code == 200
     image = client.get(f"/entries/{good['id']}/snapshot")
@@ -120,7 +162,7 @@ def test_csv_export_streams_everything_filtered_and_safe(tmp_path: Path) -> None
     app, runtime = make_app(tmp_path)
     rows = seed(runtime.engine, 12_345)
     hostile = {"outcome": "admitted"}  # outside the outcome filter checked below
-    seed(runtime.engine, 2, mask_label="=HYPERLINK(\"http://x\")", **hostile)
+    seed(runtime.engine, 2, mask_label='=HYPERLINK("http://x")', **hostile)
     seed(runtime.engine, 1, mask_label="+1", first_label="@SUM(A1)", **hostile)
     seed(runtime.engine, 1, mask_label="\tx", first_label="-2", **hostile)
     client = client_for(app, "manager")
@@ -138,12 +180,13 @@ def test_csv_export_streams_everything_filtered_and_safe(tmp_path: Path) -> None
         for cell in row:
             assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), row
     cells = {cell for row in table for cell in row}
-    assert {"'=HYPERLINK(\"http://x\")", "'+1", "'@SUM(A1)", "'\tx", "'-2"} <= cells
+    assert {'\'=HYPERLINK("http://x")', "'+1", "'@SUM(A1)", "'\tx", "'-2"} <= cells
     first = next(r for r in table[1:] if r[0] == newest_first(rows)[0])
     assert first[2] == "2026-11-28 21:44:00"  # 20th 01:00 UTC + 12344 min = 28th 14:44 UTC, +7 h
     filtered = client.get("/entries/export.csv?outcome=denied_no_mask").text
     assert len(filtered.strip().splitlines()) == 1 + sum(
-        r["outcome"] == "denied_no_mask" for r in rows)
+        r["outcome"] == "denied_no_mask" for r in rows
+    )
 
 
 def test_export_batches_are_bounded(tmp_path: Path) -> None:
@@ -156,7 +199,9 @@ def test_export_batches_are_bounded(tmp_path: Path) -> None:
 def test_safe_cell_leaves_ordinary_values_alone() -> None:
     zone = __import__("zoneinfo").ZoneInfo("Asia/Ho_Chi_Minh")
     assert safe_cell("mask", zone) == "mask"
-    assert safe_cell(0.5, zone) == 0.5 and safe_cell(True, zone) == 1 and safe_cell(None, zone) == ""
+    assert (
+        safe_cell(0.5, zone) == 0.5 and safe_cell(True, zone) == 1 and safe_cell(None, zone) == ""
+    )
     assert safe_cell("\rcmd", zone) == "'\rcmd"
 
 

@@ -1,0 +1,203 @@
+"""The guard's page: overrides with reasons, alerts and their acknowledgement, video, events."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+from sqlmodel import select
+
+from gate.events import EventBus
+from gate.server import streams
+from gate.server.queries import acknowledge_alert
+from gate.store.db import session
+from gate.store.models import Alert, AuditEvent
+from tests.panel_support import client_for, make_app
+
+
+def form(client, path: str, **fields: str):  # type: ignore[no-untyped-def]
+    return client.post(
+        path,
+        data={"csrf_token": client.headers["x-csrf-token"], **fields},
+        headers={"accept": "text/html"},
+        follow_redirects=False,
+    )
+
+
+def test_overrides_reach_the_runtime_with_actor_and_reason(tmp_path: Path) -> None:
+    app, runtime = make_app(tmp_path)
+    guard = client_for(app, "security")
+    assert (
+        form(guard, "/live/unlock", reason="  courier   with parcel ").headers["location"]
+        == "/live?done=unlock"
+    )
+    form(guard, "/live/lockdown", on="on", reason="fight outside")
+    form(guard, "/live/emergency", on="off", reason="drill over")
+    form(guard, "/live/occupancy/reset", reason="count drifted")
+    assert runtime.calls == [
+        ("override_unlock", "security", None, "courier with parcel"),
+        ("lockdown", "security", True, "fight outside"),
+        ("emergency", "security", False, "drill over"),
+        ("reset_occupancy", "security", None, "count drifted"),
+    ]
+    assert "Đã mở khóa cửa một lần." in guard.get("/live?done=unlock").text
+
+
+def test_an_override_needs_a_real_reason(tmp_path: Path) -> None:
+    app, runtime = make_app(tmp_path)
+    guard = client_for(app, "security")
+    for reason in ("", "  ", "ab", " a \t ", "a\n\n"):
+        answer = form(guard, "/live/unlock", reason=reason)
+        assert answer.status_code in (303, 422)
+        if answer.status_code == 303:
+            assert answer.headers["location"] == "/live?error=reason_required"
+    assert form(guard, "/live/unlock", reason="x" * 501).status_code == 422
+    assert form(guard, "/live/lockdown", on="maybe", reason="valid reason").status_code == 422
+    assert runtime.calls == []
+    assert "Vui lòng nhập lý do" in guard.get("/live?error=reason_required").text
+
+
+def test_a_refusing_runtime_is_shown_not_crashed(tmp_path: Path) -> None:
+    app, runtime = make_app(tmp_path)
+    runtime.refuse = "station offline: cannot unlock"
+    answer = form(client_for(app, "security"), "/live/unlock", reason="visitor at door")
+    assert answer.status_code == 409 and "station offline: cannot unlock" in answer.text
+
+
+def test_html_in_reasons_is_escaped_everywhere(tmp_path: Path) -> None:
+    app, _runtime = make_app(tmp_path)
+    hostile = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    form(client_for(app, "security"), "/live/unlock", reason=hostile)
+    page = client_for(app, "manager").get("/audit").text
+    assert hostile not in page
+    assert (
+        "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;" in page
+    )
+    api = client_for(app, "manager").get("/api/me")
+    assert api.headers["content-security-policy"].startswith("default-src 'self'")
+
+
+def test_alerts_are_listed_acknowledged_once_and_audited(tmp_path: Path) -> None:
+    app, runtime = make_app(tmp_path)
+    with session(runtime.engine) as db:
+        db.add(
+            Alert(gate_id="gate-1", kind="fluid_low", severity="warning", message="<b>level 9%</b>")
+        )
+        db.commit()
+    guard = client_for(app, "security")
+    page = guard.get("/live").text
+    assert "Sắp hết dung dịch sát khuẩn" in page and "&lt;b&gt;level 9%&lt;/b&gt;" in page
+    answer = form(guard, "/live/alerts/1/ack")
+    assert answer.headers["location"] == "/live?done=ack"
+    assert 'data-alert="1"' not in guard.get("/live").text
+    assert acknowledge_alert(runtime.engine, 1, "someone else") is None  # already done
+    with session(runtime.engine) as db:
+        alert = db.get(Alert, 1)
+        audit = db.exec(select(AuditEvent).where(AuditEvent.action == "alert_ack")).all()
+    assert alert is not None and alert.acknowledged_by == "security"
+    assert [(a.actor, a.detail) for a in audit] == [
+        ("security", "alert 1 fluid_low: <b>level 9%</b>")
+    ]
+    assert [e.kind for e in runtime.bus.recent()] == ["alert_ack"]
+    assert guard.post("/api/alerts/1/ack").status_code == 404
+
+
+def test_the_api_overrides_and_validates_json(tmp_path: Path) -> None:
+    app, runtime = make_app(tmp_path)
+    guard = client_for(app, "security")
+    assert guard.post("/api/overrides/unlock", json={"reason": "parcel"}).status_code == 204
+    assert (
+        guard.post("/api/overrides/lockdown", json={"on": True, "reason": "x"}).status_code == 422
+    )
+    assert (
+        guard.post(
+            "/api/overrides/emergency", json={"on": "perhaps", "reason": "fire drill"}
+        ).status_code
+        == 422
+    )
+    assert (
+        guard.post(
+            "/api/overrides/unlock",
+            content=b"{not json",
+            headers={"content-type": "application/json"},
+        ).status_code
+        == 422
+    )
+    assert guard.post("/api/overrides/unlock", json={"reason": "   \t  "}).status_code == 400
+    assert runtime.calls == [("override_unlock", "security", None, "parcel")]
+    assert guard.get("/api/state").json()["station"]["fluid_percent"] == 72
+
+
+def test_mjpeg_watches_only_while_streaming_and_keeps_the_rate() -> None:
+    watchers = []
+    frames = [np.full((32, 32, 3), i, dtype=np.uint8) for i in range(100)]
+    counter = iter(frames)
+
+    class Watch:
+        def __enter__(self) -> None:
+            watchers.append(1)
+
+        def __exit__(self, *_: object) -> None:
+            watchers.pop()
+
+    async def take(count: int) -> tuple[list[bytes], float]:
+        stream = streams.mjpeg_stream(Watch, lambda: next(counter), streams.FrameEncoder(), 10)
+        started = time.monotonic()
+        parts = [await anext(stream) for _ in range(count)]
+        elapsed = time.monotonic() - started
+        assert watchers == [1]
+        await stream.aclose()
+        return parts, elapsed
+
+    parts, elapsed = asyncio.run(take(6))
+    assert watchers == []
+    assert all(p.startswith(b"--frame\r\nContent-Type: image/jpeg") for p in parts)
+    assert all(b"\xff\xd8" in p for p in parts)
+    assert elapsed >= 0.45  # six parts at <= 10 fps need at least five intervals
+
+
+def test_mjpeg_shows_no_signal_when_there_is_no_frame() -> None:
+    async def first() -> bytes:
+        stream = streams.mjpeg_stream(
+            lambda: __import__("contextlib").nullcontext(), lambda: None, streams.FrameEncoder(), 5
+        )
+        part = await anext(stream)
+        await stream.aclose()
+        return part
+
+    assert b"\xff\xd8" in asyncio.run(first())
+
+
+def test_sse_replays_after_last_event_id_and_asks_to_resync_when_too_old() -> None:
+    bus = EventBus()
+    for i in range(5):
+        bus.publish("entry", {"n": i})
+
+    async def read(after: int | None, count: int) -> list[bytes]:
+        stream = streams.sse_stream(bus, after, lambda e: e.data)
+        out = [await anext(stream) for _ in range(count)]
+        await stream.aclose()
+        return out
+
+    messages = asyncio.run(read(3, 3))
+    assert messages[0] == b"retry: 2000\n\n"
+    assert messages[1:] == [
+        b'id: 4\nevent: entry\ndata: {"n":3}\n\n',
+        b'id: 5\nevent: entry\ndata: {"n":4}\n\n',
+    ]
+    for i in range(600):  # more than the bus keeps
+        bus.publish("entry", {"n": i})
+    assert b"event: resync" in asyncio.run(read(2, 2))[1]
+
+
+def test_sse_heartbeat_ends_an_expired_session() -> None:
+    async def run() -> list[bytes]:
+        alive = iter([True, False])
+        stream = streams.sse_stream(
+            EventBus(), None, lambda e: e.data, alive=lambda: next(alive), heartbeat=0.01
+        )
+        return [chunk async for chunk in stream]
+
+    assert asyncio.run(run()) == [b"retry: 2000\n\n", b": keepalive\n\n"]
