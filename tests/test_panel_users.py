@@ -1,0 +1,114 @@
+"""Accounts: the service rules, the `gate user` commands, the admin page, and /metrics access."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+from typer.testing import CliRunner
+
+from gate import metrics
+from gate.errors import GateError
+from gate.server import users
+from gate.server.cli import user_app
+from gate.store.db import open_database, session
+from gate.store.models import AuditEvent, Role
+from tests.panel_support import client_for, make_app, make_runtime
+
+
+def test_service_rules(tmp_path: Path) -> None:
+    engine = make_runtime(tmp_path).engine
+    user = users.create_user(engine, " Alice ", Role.MANAGER, "long enough pw")
+    assert user.username == "alice" and user.password_hash.startswith("$argon2id$")
+    with pytest.raises(GateError, match="already exists"):
+        users.create_user(engine, "alice", "manager", "long enough pw")
+    with pytest.raises(GateError, match="role"):
+        users.create_user(engine, "bob", "janitor", "long enough pw")
+    with pytest.raises(GateError, match="10-256"):
+        users.create_user(engine, "bob", "security", "short")
+    with pytest.raises(GateError, match="username"):
+        users.create_user(engine, "<bob>", "security", "long enough pw")
+    assert users.verify_login(engine, "ALICE", "long enough pw").user is not None
+    assert users.verify_login(engine, "nobody", "long enough pw").failure == "bad_credentials"
+    users.disable_user(engine, "alice")
+    assert users.verify_login(engine, "alice", "long enough pw").failure == "disabled"
+    generated = {users.generate_password() for _ in range(50)}
+    assert len(generated) == 50 and all(len(p) == 16 for p in generated)
+
+
+def test_cli_add_passwd_disable_list(tmp_path: Path) -> None:
+    config = tmp_path / "gate.toml"
+    config.write_text(f'data_dir = "{tmp_path}"\n', encoding="utf-8")
+    runner = CliRunner()
+    added = runner.invoke(
+        user_app, ["add", "guard1", "--role", "security", "--config", str(config)]
+    )
+    assert added.exit_code == 0, added.output
+    password = added.output.split("password: ")[1].strip()
+    engine = open_database(f"sqlite:///{tmp_path / 'gate.db'}")
+    assert users.verify_login(engine, "guard1", password).user is not None
+    again = runner.invoke(user_app, ["add", "guard1", "--role", "security", "-c", str(config)])
+    assert again.exit_code == 1 and "already exists" in again.output
+    chosen = runner.invoke(
+        user_app,
+        ["passwd", "guard1", "--password-stdin", "-c", str(config)],
+        input="a chosen password\n",
+    )
+    assert chosen.exit_code == 0 and "password:" not in chosen.output
+    assert users.verify_login(engine, "guard1", "a chosen password").user is not None
+    assert runner.invoke(user_app, ["disable", "guard1", "-c", str(config)]).exit_code == 0
+    listed = runner.invoke(user_app, ["list", "-c", str(config)])
+    assert listed.output.strip() == "guard1\tsecurity\tdisabled"
+    with session(engine) as db:
+        actions = [(a.actor, a.action) for a in db.exec(select(AuditEvent))]
+    assert actions == [("cli", "user_create"), ("cli", "user_password"), ("cli", "user_disable")]
+    missing = runner.invoke(user_app, ["list", "-c", str(tmp_path / "nope.toml")])
+    assert missing.exit_code == 1 and "not found" in missing.output
+
+
+def test_admin_page_creates_with_a_one_time_password_and_protects_itself(tmp_path: Path) -> None:
+    app, runtime = make_app(tmp_path)
+    admin = client_for(app, "admin")
+    token = admin.headers["x-csrf-token"]
+    page = admin.post(
+        "/admin/users", data={"username": "guard2", "role": "security", "csrf_token": token}
+    ).text
+    shown = page.split('<code class="secret">')[1].split("</code>")[0]
+    assert users.verify_login(runtime.engine, "guard2", shown).user is not None
+    assert shown not in admin.get("/admin/users").text
+    own = admin.post("/admin/users/admin/disable", data={"csrf_token": token})
+    assert own.status_code == 409
+    bad = admin.post(
+        "/admin/users", data={"username": "<x>", "role": "security", "csrf_token": token}
+    )
+    assert bad.status_code == 422 and "<x>" not in bad.text
+    settings = admin.get("/admin/settings").text
+    assert "server.timezone" in settings and "Asia/Ho_Chi_Minh" in settings
+
+
+def test_metrics_from_loopback_or_with_the_token_only(tmp_path: Path) -> None:
+    app, runtime = make_app(tmp_path)
+    metrics.DECISIONS.labels(outcome="admitted").inc()
+    local = client_for(app, host="127.0.0.1").get("/metrics")
+    assert local.status_code == 200
+    for name in (
+        "gate_frames_total",
+        "gate_inference_ms_bucket",
+        "gate_decisions_total",
+        "gate_station_link",
+        "gate_station_retransmits_total",
+        "gate_queue_depth",
+        "gate_camera_fps",
+        "gate_panel_sse_clients",
+    ):
+        assert name in local.text, name
+    remote = client_for(app, host="10.0.0.7")
+    assert remote.get("/metrics").status_code == 401
+    (tmp_path / "metrics_token").write_text("s3cret-token\n", encoding="utf-8")
+    assert remote.get("/metrics", headers={"authorization": "Bearer wrong"}).status_code == 401
+    assert (
+        remote.get("/metrics", headers={"authorization": "Bearer s3cret-token"}).status_code == 200
+    )
+    assert remote.get("/healthz").json() == {"status": "ok"}
+    runtime.engine.dispose()
