@@ -145,6 +145,8 @@ def test_wrong_firmware_is_one_clear_line(identity: dict[str, Any], message: str
                 await station.start()
             assert "\n" not in str(caught.value)
             assert "firmware_bridge/README.md" in str(caught.value)
+            assert station.state is LinkState.OFFLINE
+            await station.close()
 
     run(scenario())
 
@@ -156,6 +158,8 @@ def test_missing_port_is_offline_then_connects_by_itself(tmp_path: Path) -> None
         events = station.subscribe()
         await station.start()  # no raise
         assert station.state is LinkState.OFFLINE
+        with pytest.raises(StationError, match="offline"):
+            await station.unlock(1, ref=1)
         with Emulator() as emulator:
             emulator.start(link=port)
             await next_event(events, "link_connected")

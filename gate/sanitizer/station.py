@@ -28,6 +28,7 @@ from gate.errors import GateError
 from gate.sanitizer.link import (
     EventFilter,
     HelloInfo,
+    LinkDown,
     LinkError,
     LinkMetrics,
     SerialLink,
@@ -237,16 +238,14 @@ class Station:
         return StationLimits(*await self._command("configure", _configure_payload(limits)))
 
     async def _command(self, what: str, payload: bytes) -> tuple[int, ...]:
-        link = self._link
-        if link is None:
-            raise StationError(
-                f"station {what}: station offline ({self.last_error or 'not connected'})"
-            )
         # Stop-and-wait: one command on the line at a time. The line is released when
         # the link settles the command, not when our caller stops waiting for it, so a
         # caller's timeout can never let the next command overtake an unacked seq.
         await self._command_lock.acquire()
+        link = self._link
         try:
+            if link is None:
+                raise LinkDown(f"station offline ({self.last_error or 'not connected'})")
             settled = asyncio.wrap_future(link.submit(payload))
         except LinkError as exc:
             self._command_lock.release()
