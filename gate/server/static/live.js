@@ -29,8 +29,12 @@
     for (const node of document.querySelectorAll(`[data-field="${name}"]`)) node.className = className;
   };
 
-  function addFeed(at, cssClass, text) {
+  // The runtime re-sends an entry as it progresses (pending, then admitted): one line per
+  // visit, updated in place and moved to the top, rather than one line per update.
+  function addFeed(at, cssClass, text, key) {
+    if (key) feed.querySelector(`[data-key="${CSS.escape(key)}"]`)?.remove();
     const item = el("li", "feed-" + cssClass);
+    if (key) item.dataset.key = key;
     item.append(el("span", "when", clock.format(new Date(at * 1000))), el("span", cssClass, text));
     feed.prepend(item);
     while (feed.children.length > MAX_FEED) feed.lastChild.remove();
@@ -44,7 +48,8 @@
     if (s.capacity != null) setField("capacity", s.capacity);
     document.getElementById("status").dataset.mode = s.mode || "";
     const camera = s.camera || {}, station = s.station || {};
-    setField("camera", `${camera.healthy ? texts.ui.ok : texts.ui.offline} · ${(camera.fps || 0).toFixed(1)} fps`);
+    const fps = camera.fps != null ? ` · ${Number(camera.fps).toFixed(1)} fps` : "";
+    setField("camera", (camera.healthy ? texts.ui.ok : texts.ui.offline) + fps);
     setClass("camera", camera.healthy ? "link-connected" : "link-offline");
     setField("station", label("links", station.link));
     setClass("station", `link-${station.link}`);
@@ -72,8 +77,9 @@
     prompt: (data) => setField("prompt", label("prompts", data.prompt)),
     entry: (data, at) => {
       const admitted = data.outcome === "admitted" || data.outcome === "admitted_reminded";
-      const mask = data.mask_label ? ` · ${label("masks", data.mask_label)}` : "";
-      addFeed(at, admitted ? "admitted" : "denied", label("outcomes", data.outcome) + mask);
+      const score = data.mask_score != null ? ` · ${Number(data.mask_score).toFixed(2)}` : "";
+      addFeed(at, admitted ? "admitted" : "denied", label("outcomes", data.outcome) + score,
+              data.id ? `entry-${data.id}` : null);
     },
     alert: (data, at) => {
       addAlert(data);

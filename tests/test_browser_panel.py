@@ -1,0 +1,233 @@
+"""The panel in Debian's Chromium against the real gate running its demo scenario.
+
+`gate demo` runs as a subprocess (real runtime, real models, emulated station,
+simulated visitors); staff accounts are made with `gate user add`. A screenshot
+of every page lands in artifacts/screenshots/ for review.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+REPO = Path(__file__).resolve().parents[1]
+SHOTS = REPO / "artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+STAFF_PASSWORD = "browser test password"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="apt-get install -y chromium"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def gate_command(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "gate", *args],
+        env=env,
+        cwd=REPO,
+        text=True,
+        capture_output=True,
+        input=stdin,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[dict[str, str]]:
+    data = tmp_path_factory.mktemp("browser") / "data"
+    data.mkdir()
+    (data / "models").symlink_to(models_dir)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATE_")}
+    env |= {"GATE_DATA_DIR": str(data), "GATE_SERVER__PORT": str(port)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gate", "demo"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        admin_password = ""
+        assert process.stdout is not None
+        for line in process.stdout:
+            if match := re.search(r"one-time admin login: admin / (\S+)", line):
+                admin_password = match.group(1)
+                break
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        for role in ("security", "manager"):
+            gate_command(
+                env,
+                "user",
+                "add",
+                role,
+                "--role",
+                role,
+                "--password-stdin",
+                stdin=STAFF_PASSWORD + "\n",
+            )
+        yield {"url": url, "admin": admin_password}
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def shoot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def logged_in(browser, url: str, username: str, password: str):  # type: ignore[no-untyped-def]
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    page.goto(f"{url}/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("form[action='/login'] button")
+    page.wait_for_load_state()
+    assert "/login" not in page.url, page.content()
+    return page
+
+
+def test_a_guard_watches_acknowledges_and_unlocks_and_a_manager_finds_it(
+    demo: dict[str, str], browser
+) -> None:  # type: ignore[no-untyped-def]
+    url = demo["url"]
+    login_page = browser.new_page()
+    login_page.goto(f"{url}/login")
+    shoot(login_page, "login")
+    login_page.close()
+
+    kiosk = browser.new_page(viewport={"width": 1280, "height": 720})
+    kiosk.goto(f"{url}/kiosk")
+    kiosk.wait_for_selector("#prompt-vi")
+    # Record every text the kiosk shows from now on (test-side observer, not page code).
+    kiosk.evaluate("""() => {
+        window.seenPrompts = [document.getElementById("prompt-vi").textContent];
+        new MutationObserver(() => window.seenPrompts.push(
+            document.getElementById("prompt-vi").textContent))
+          .observe(document.getElementById("prompt-vi"), {childList: true, characterData: true});
+    }""")
+    guard = logged_in(browser, url, "security", STAFF_PASSWORD)
+    guard.goto(f"{url}/live")
+    feed = guard.locator("#feed")
+    # The demo's visitors arrive over SSE while this page stays open (no reload).
+    feed.locator(".admitted", has_text="Được vào").first.wait_for(timeout=90_000)
+    feed.locator(".denied", has_text="Từ chối").first.wait_for(timeout=90_000)
+    deadline = time.monotonic() + 60  # wait_for_function would need 'unsafe-eval' under our CSP
+    while len(seen := set(kiosk.evaluate("window.seenPrompts"))) < 3:
+        assert time.monotonic() < deadline, seen
+        kiosk.wait_for_timeout(200)
+    assert seen & {"Vui lòng sát khuẩn tay", "Mời vào", "Vui lòng đeo khẩu trang"}, seen
+    shoot(kiosk, "kiosk")
+    shoot(guard, "live")
+
+    alert = guard.locator("#alerts li").first
+    alert.wait_for(timeout=60_000)
+    alert_id = alert.get_attribute("data-alert")
+    alert.locator("button").click()
+    guard.wait_for_load_state()
+    assert "Đã xác nhận cảnh báo." in guard.content()
+    assert guard.locator(f'#alerts li[data-alert="{alert_id}"]').count() == 0
+
+    reason = f"Người giao hàng <b>{time.time():.0f}</b>"
+    guard.fill("form[action='/live/unlock'] input[name=reason]", reason)
+    guard.click("form[action='/live/unlock'] button")
+    guard.wait_for_load_state()
+    assert "Đã mở khóa cửa một lần." in guard.content()
+    shoot(guard, "live-after-unlock")
+
+    manager = logged_in(browser, url, "manager", STAFF_PASSWORD)
+    manager.goto(f"{url}/audit")
+    row = manager.locator("#audit tr", has_text=reason)
+    assert row.count() == 1
+    assert "security" in row.inner_text() and "Đã mở khóa một lần" in row.inner_text()
+    ack = manager.locator("#audit tr", has_text="Đã xác nhận cảnh báo")
+    assert ack.count() >= 1
+    shoot(manager, "audit")
+
+
+def test_a_manager_exports_entries_and_reads_statistics(demo: dict[str, str], browser) -> None:  # type: ignore[no-untyped-def]
+    url = demo["url"]
+    manager = logged_in(browser, url, "manager", STAFF_PASSWORD)
+    manager.goto(f"{url}/entries")
+    manager.locator("table.data tbody tr a").first.wait_for(timeout=90_000)
+    shoot(manager, "entries")
+    with manager.expect_download() as download:
+        manager.click("text=Xuất CSV")
+    text = Path(download.value.path()).read_text(encoding="utf-8-sig")
+    table = list(csv.reader(io.StringIO(text)))
+    assert table[0][:4] == ["id", "gate", "seen", "outcome"]
+    assert len(table) >= 2 and {"admitted", "denied_no_mask"} & {r[3] for r in table[1:]}
+    manager.locator("table.data tbody tr a").first.click()
+    manager.wait_for_load_state()
+    shoot(manager, "entry-detail")
+    manager.goto(f"{url}/stats")
+    assert manager.locator("svg.chart").count() == 4
+    shoot(manager, "stats")
+    manager.click("button[name=lang][value=en]")
+    manager.wait_for_load_state()
+    assert "Entries per hour" in manager.content()
+    shoot(manager, "stats-en")
+
+
+def test_the_admin_pages(demo: dict[str, str], browser) -> None:  # type: ignore[no-untyped-def]
+    admin = logged_in(browser, demo["url"], "admin", demo["admin"])
+    for path, name in (
+        ("/admin/users", "admin-users"),
+        ("/admin/settings", "admin-settings"),
+        ("/api/docs", "api-docs"),
+    ):
+        admin.goto(demo["url"] + path)
+        assert admin.locator("main h1").count() >= 1
+        shoot(admin, name)
+        if name == "admin-users":
+            assert admin.locator("table.data td", has_text="security").count() >= 1
