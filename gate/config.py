@@ -66,7 +66,8 @@ class CameraSettings(Section):
 class StationSettings(Section):
     port: str = Field("emulated", description="'emulated' or a serial device such as /dev/ttyACM0.")
     baudrate: int = Field(115200, gt=0)
-    heartbeat_seconds: float = Field(0.5, gt=0, le=5)
+    # The firmware drops a silent host after 1.5 s; three beats fit in that.
+    heartbeat_seconds: float = Field(0.5, gt=0, le=0.5)
     ack_timeout_seconds: float = Field(0.2, gt=0, le=5)
     retries: int = Field(5, ge=0, le=20)
     dose_ms: int = Field(600, ge=50, le=5000)

@@ -136,10 +136,12 @@ def test_unwritable_data_dir_is_one_line(tmp_path: Path) -> None:
     assert_one_line_error(gate("demo", "--duration", "1", env=env), "data dir", "not writable")
 
 
-@pytest.mark.parametrize("source", ["/nonexistent/clip.mp4", "9"])
-def test_missing_camera_is_one_line(tmp_path: Path, source: str) -> None:
+@pytest.mark.parametrize(
+    ("source", "words"), [("/nonexistent/clip.mp4", ["video", "not found"]), ("9", ["camera", "9"])]
+)
+def test_missing_camera_is_one_line(tmp_path: Path, source: str, words: list[str]) -> None:
     env = {"GATE_DATA_DIR": str(tmp_path), "GATE_CAMERA__SOURCE": source}
-    assert_one_line_error(gate("run", env=env), "camera")
+    assert_one_line_error(gate("run", env=env), *words)
 
 
 def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
