@@ -104,27 +104,15 @@ EXPORT_COLUMNS = (
 )
 
 
-def _older_than(cursor: Cursor) -> ColumnElement[bool]:
-    # "seen_at <= t AND (...)" rather than a bare OR keeps a range the index can seek to.
-    seen = Entry.seen_at
-    return and_(
-        seen <= cursor.seen_at,
-        or_(
-            seen < cursor.seen_at,  # type: ignore[operator]
-            Entry.id < cursor.id,
-        ),
-    )
+def _beyond(cursor: Cursor, older: bool) -> ColumnElement[bool]:
+    """Rows past ``cursor`` in (seen_at, id) order, towards older or newer ones.
 
-
-def _newer_than(cursor: Cursor) -> ColumnElement[bool]:
-    seen = Entry.seen_at
-    return and_(
-        seen >= cursor.seen_at,
-        or_(
-            seen > cursor.seen_at,  # type: ignore[operator]
-            Entry.id > cursor.id,
-        ),
-    )
+    "seen_at <= t AND (...)" rather than a bare OR keeps a range the index can seek to.
+    """
+    seen, entry_id = Entry.seen_at, Entry.id
+    if older:
+        return and_(seen <= cursor.seen_at, or_(seen < cursor.seen_at, entry_id < cursor.id))  # type: ignore[operator]
+    return and_(seen >= cursor.seen_at, or_(seen > cursor.seen_at, entry_id > cursor.id))  # type: ignore[operator]
 
 
 def list_entries(
@@ -137,10 +125,12 @@ def list_entries(
     """One page, newest first. ``before`` walks to older rows, ``after`` back to newer ones."""
     query = select(*LIST_COLUMNS).where(*flt.clauses())
     if after is not None:
-        query = query.where(_newer_than(after)).order_by(Entry.seen_at.asc(), Entry.id.asc())  # type: ignore[union-attr,attr-defined]
+        query = query.where(_beyond(after, older=False)).order_by(
+            Entry.seen_at.asc(), Entry.id.asc()
+        )  # type: ignore[union-attr,attr-defined]
     else:
         if before is not None:
-            query = query.where(_older_than(before))
+            query = query.where(_beyond(before, older=True))
         query = query.order_by(Entry.seen_at.desc(), Entry.id.desc())  # type: ignore[union-attr,attr-defined]
     with engine.connect() as connection:
         rows = list(connection.execute(query.limit(limit + 1)))
@@ -168,7 +158,7 @@ def iter_entry_batches(
     while True:
         query = select(*EXPORT_COLUMNS).where(*flt.clauses())
         if cursor is not None:
-            query = query.where(_older_than(cursor))
+            query = query.where(_beyond(cursor, older=True))
         query = query.order_by(Entry.seen_at.desc(), Entry.id.desc()).limit(batch)  # type: ignore[union-attr,attr-defined]
         with engine.connect() as connection:
             rows = connection.execute(query).all()

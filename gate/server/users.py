@@ -20,6 +20,7 @@ from sqlmodel import select
 from gate.errors import GateError
 from gate.store.db import session
 from gate.store.models import AuditEvent, Role, User
+from gate.store.records import record_audit
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}$")
 MIN_PASSWORD = 10
@@ -74,26 +75,9 @@ def _role(role: str | Role) -> Role:
         raise GateError(f"role must be one of: {', '.join(r.value for r in Role)}") from None
 
 
-def audit(
-    engine: Engine,
-    actor: str,
-    action: str,
-    reason: str = "",
-    detail: str = "",
-    gate_id: str | None = None,
-) -> None:
-    """Append one row to the audit trail (its own transaction, so it survives later errors)."""
-    with session(engine) as db:
-        db.add(
-            AuditEvent(
-                actor=actor[:64],
-                action=action[:64],
-                reason=reason[:500],
-                detail=detail[:2000],
-                gate_id=gate_id,
-            )
-        )
-        db.commit()
+def audit(engine: Engine, actor: str, action: str, reason: str = "", detail: str = "") -> None:
+    """Record in the audit trail, cut to the column sizes (a refused username is untrusted)."""
+    record_audit(engine, actor[:64], action[:64], reason[:500], detail[:2000])
 
 
 def create_user(
