@@ -62,3 +62,44 @@ def run_vision_bench(data_dir: Path, frames: int = 300, warmup: int = 20) -> dic
         "frames": frames,
         "faces_per_frame": round(faces / frames, 2),
     }
+
+
+def run_simulated_check(data_dir: Path, looks: int = 10, seconds: float = 2.0) -> dict:
+    """Per-state accuracy and decision latency on the simulated visitors, real models throughout.
+
+    Each look is a visitor with its own position, size and lighting; frames come at 15 fps.
+    """
+    vision = Vision(CameraSettings(), data_dir)
+    per_state: dict[str, dict] = {}
+    try:
+        for label in MaskLabel:
+            frames = found = right = settled_right = 0
+            latency = []
+            for look in range(looks):
+                visitor = SimVisitor(f"{label}-{look}", ((seconds, label),))
+                camera = SimulatedCamera([visitor], clock=lambda: 0.0, start_at=0.0, seed=look)
+                decided = False
+                for t in np.arange(0, seconds, 1 / 15):
+                    frames += 1
+                    analysis = vision.analyze(camera.render(t), 100 * look + t)
+                    if not analysis.faces:
+                        continue
+                    face = analysis.faces[0]
+                    found += 1
+                    right += face.label == label
+                    if face.settled and not decided:
+                        decided = True
+                        latency.append(face.frames)
+                        settled_right += face.label == label
+                vision.tracker.tracks.clear()  # the next look is a new person
+            per_state[label.value] = {
+                "frames": frames,
+                "detected": round(found / frames, 3),
+                "smoothed_label_accuracy": round(right / max(found, 1), 3),
+                "decisions_right": f"{settled_right}/{looks}",
+                "frames_to_settle_mean": round(float(np.mean(latency)), 1) if latency else None,
+                "frames_to_settle_max": max(latency, default=None),
+            }
+    finally:
+        vision.close()
+    return per_state

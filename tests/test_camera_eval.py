@@ -1,0 +1,85 @@
+"""`gate eval` on small real subsets, the split rule, and corrupt inputs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gate.camera.data import in_test_split, read_class_folders, read_voc, select_split
+from gate.camera.evaluate import evaluate
+from gate.camera.models import fetch_detector
+from gate.errors import GateError
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = REPO.parent / "shared" / "datasets"
+SCENES = DATASETS / "face-mask-scenes"
+CROPS = DATASETS / "face-mask"
+needs_data = pytest.mark.skipif(not SCENES.is_dir(), reason="shared datasets not present")
+
+
+@pytest.fixture(scope="module")
+def data_dir() -> Path:
+    fetch_detector(REPO / "var", progress=False, log=lambda _line: None)
+    return REPO / "var"
+
+
+def test_split_rule_is_stable_and_about_a_fifth() -> None:
+    names = [f"img{i:05d}.jpg" for i in range(5000)]
+    test = [n for n in names if in_test_split(n)]
+    assert 0.18 < len(test) / len(names) < 0.22
+    assert in_test_split("a/b/img00001.jpg") == in_test_split("img00001.png"), "by stem only"
+    assert set(select_split([Path(n) for n in names], "test")) == {Path(n) for n in test}
+    with pytest.raises(GateError, match="unknown split"):
+        select_split([], "validation")
+
+
+@needs_data
+def test_held_out_scene_subset_gives_sane_numbers(data_dir: Path) -> None:
+    report = evaluate(SCENES, data_dir, split="test", limit=25)
+    assert report["kind"] == "voc" and report["n_images"] == 25 and report["n_faces"] > 20
+    assert report["detection_recall"] > 0.7
+    assert report["accuracy"] > 0.75
+    assert report["end_to_end_accuracy"] <= report["accuracy"]
+    matched = sum(sum(row.values()) for row in report["confusion"].values())
+    assert matched == round(report["detection_recall"] * report["n_faces"])
+    assert set(report["per_class"]) == {"mask", "incorrect_mask", "no_mask"}
+    assert report["ms_per_image"] > 0
+
+
+@needs_data
+def test_crop_folders_with_synonyms_and_a_corrupt_file(data_dir: Path, tmp_path: Path) -> None:
+    for name, source in (("with_mask", "with_mask"), ("without_mask", "without_mask")):
+        (tmp_path / name).mkdir()
+        for p in sorted((CROPS / source).iterdir())[:6]:
+            shutil.copy(p, tmp_path / name / p.name)
+    (tmp_path / "with_mask" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    report = evaluate(tmp_path, data_dir)
+    assert report["kind"] == "crops"
+    assert report["unreadable"] == ["broken.jpg"]
+    assert report["n_faces"] == 12 and report["accuracy"] >= 0.75
+
+
+@needs_data
+def test_voc_with_corrupt_image_is_counted_not_fatal(data_dir: Path, tmp_path: Path) -> None:
+    item = read_voc(SCENES)[0]
+    (tmp_path / "images").mkdir()
+    (tmp_path / "annotations").mkdir()
+    shutil.copy(SCENES / "annotations" / f"{item.image.stem}.xml", tmp_path / "annotations")
+    (tmp_path / "images" / item.image.name).write_bytes(b"\x89PNG not really")
+    report = evaluate(tmp_path, data_dir)
+    assert report["unreadable"] == [item.image.name] and report["n_faces"] == 0
+
+
+def test_bad_inputs_are_one_line_errors(data_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(GateError, match="not found"):
+        evaluate(tmp_path / "missing", data_dir)
+    (tmp_path / "random").mkdir()
+    with pytest.raises(GateError, match="no class folders"):
+        read_class_folders(tmp_path / "random")
+    (tmp_path / "voc" / "images").mkdir(parents=True)
+    (tmp_path / "voc" / "annotations").mkdir()
+    (tmp_path / "voc" / "annotations" / "x.xml").write_text("<annotation><object>")
+    with pytest.raises(GateError, match="bad VOC annotation"):
+        evaluate(tmp_path / "voc", data_dir)
