@@ -203,18 +203,6 @@ def bench_station(
     _print_figures(run_station_bench(n), as_json)
 
 
-@bench_app.command("vision")
-def bench_vision(
-    config: ConfigOption = None,
-    frames: Annotated[int, typer.Option(min=10, help="Frames to time.")] = 300,
-    as_json: JsonOption = False,
-) -> None:
-    """Time per-frame analysis at 640x480 with one face, on one thread."""
-    from gate.camera.bench import run_vision_bench
-
-    _print_figures(run_vision_bench(_settings(config), frames), as_json)
-
-
 def _print_figures(figures: dict, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(figures))
@@ -227,6 +215,7 @@ def _print_figures(figures: dict, as_json: bool) -> None:
 
 
 def _mount_room_commands() -> None:
+    from gate.camera.cli import bench_vision, sim_check
     from gate.camera.cli import register as register_camera
     from gate.sanitizer.cli import station_app
     from gate.server.cli import user_app
@@ -234,6 +223,8 @@ def _mount_room_commands() -> None:
     app.add_typer(station_app, name="station")
     app.add_typer(user_app, name="user")
     register_camera(app)
+    bench_app.command("vision")(bench_vision)
+    bench_app.command("simulated")(sim_check)
 
 
 _mount_room_commands()

@@ -123,6 +123,7 @@ class GateRuntime:
         self._last_analysis: FrameAnalysis | None = None
         self._last_frame_at = clock()
         self._fluid_percent: int | None = None
+        self._link_counts: dict[str, int] = {}
         self._published_state: dict[str, Any] | None = None
         self.decisions: list[dict[str, Any]] = []  # what `gate replay` prints
 
@@ -229,6 +230,8 @@ class GateRuntime:
             self._last_frame, self._last_analysis, self._last_frame_at = frame, analysis, at
             metrics.FRAMES.inc()
             metrics.INFERENCE_MS.observe(analysis.ms)
+            if (fps := self._camera_fps()) is not None:
+                metrics.CAMERA_FPS.set(fps)
             if self._watchers:
                 self._latest_annotated = await loop.run_in_executor(
                     self._vision_pool, self.vision.annotate, frame, analysis
@@ -245,6 +248,7 @@ class GateRuntime:
         while True:
             await asyncio.sleep(TICK_SECONDS)
             now = self.clock()
+            self._sync_link_metrics()
             async with self._lock:
                 if not self._camera_healthy(now):
                     await self._apply(self.controller.camera_health(now, False))
@@ -253,6 +257,7 @@ class GateRuntime:
     async def _station_loop(self, events: asyncio.Queue[StationEvent]) -> None:
         while True:
             event = await events.get()
+            metrics.QUEUE_DEPTH.labels(queue="station_events").set(events.qsize())
             await self._on_station_event(event)
 
     async def _retention_loop(self) -> None:
@@ -294,6 +299,7 @@ class GateRuntime:
 
     async def _on_fluid_level(self, percent: int) -> None:
         previous, self._fluid_percent = self._fluid_percent, percent
+        metrics.FLUID_PERCENT.set(percent)
         if previous is not None and percent - previous >= REFILL_JUMP_PERCENT:
             await self._db(
                 records.log_station, self.engine, self.settings.gate_id, "refill", percent
@@ -395,6 +401,20 @@ class GateRuntime:
 
     async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._db_pool, fn, *args)
+
+    def _sync_link_metrics(self) -> None:
+        """Carry the link's own counters over to Prometheus as increments."""
+        link = self.station.metrics
+        seen = self._link_counts
+        for name, counter in (
+            ("retransmits", metrics.STATION_RETRANSMITS),
+            ("crc_errors", metrics.STATION_LINK_ERRORS.labels(kind="crc")),
+            ("framing_errors", metrics.STATION_LINK_ERRORS.labels(kind="framing")),
+        ):
+            value = getattr(link, name)
+            if value > seen.get(name, 0):
+                counter.inc(value - seen.get(name, 0))
+            seen[name] = value
 
     def _wall(self, mono: float) -> datetime:
         start_mono, start_wall = self._epoch

@@ -1,0 +1,156 @@
+"""The running gate with its real parts: simulated camera + real models, emulated
+firmware over a real pty, SQLite. Each test acts on the world and checks what
+the door did and what the log says."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from gate.assembly import Gate, assemble
+from gate.camera.simulated import SimVisitor
+from gate.camera.verdict import MaskLabel
+from gate.config import Settings, load_settings
+from gate.store.db import session
+from gate.store.models import Alert, AuditEvent, Entry, StationLog
+
+pytestmark = pytest.mark.anyio
+MASKED_FOREVER = [SimVisitor("masked", ((3600.0, MaskLabel.MASK),))]
+MASKED_LATER = [SimVisitor("masked-later", ((5.0, None), (3600.0, MaskLabel.MASK)))]
+NOBODY = [SimVisitor("nobody", ((3600.0, None),))]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def gate_settings(data_dir: Path, **policy: object) -> Settings:
+    return load_settings(
+        data_dir=data_dir,
+        policy={"sanitizer_required": False, "unlock_seconds": 2, **policy},
+    )
+
+
+@pytest.fixture
+async def running(data_dir: Path) -> AsyncIterator[Callable[..., object]]:
+    """Start a gate with given visitors and policy; stop it after the test."""
+    started: list[tuple[Gate, asyncio.Task, object]] = []
+
+    async def start(visitors: list[SimVisitor], **policy: object) -> Gate:
+        context = assemble(gate_settings(data_dir, **policy), visitors=visitors)
+        gate = await context.__aenter__()
+        task = asyncio.create_task(gate.runtime.run())
+        started.append((gate, task, context))
+        await until(lambda: gate.runtime.station.state.value == "connected", 15)
+        return gate
+
+    yield start
+    for gate, task, context in started:
+        gate.runtime.stop()
+        await task
+        await context.__aexit__(None, None, None)
+
+
+async def until(condition: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+def rows(gate: Gate, model: type) -> list:
+    with session(gate.runtime.engine) as s:
+        return list(s.scalars(select(model)))
+
+
+def unlocks(gate: Gate) -> list:
+    assert gate.emulator is not None
+    return [a for a in gate.emulator.actuations if a.kind == "unlock"]
+
+
+async def test_masked_visitor_unlocks_the_real_relay_after_the_entry_is_saved(running) -> None:
+    gate = await running(MASKED_FOREVER)
+    await until(lambda: unlocks(gate), 20)
+    (entry,) = rows(gate, Entry)
+    assert entry.outcome == "admitted" and entry.mask_label == "mask"
+    assert unlocks(gate)[0].ref == entry.unlock_ref
+    await until(lambda: rows(gate, Entry)[0].door_opened, 5)  # the emulated visitor walked in
+    assert len(unlocks(gate)) == 1  # one person, one unlock, however long in view
+
+
+async def test_lockdown_keeps_a_masked_visitor_out(running) -> None:
+    gate = await running(MASKED_LATER)
+    await gate.runtime.set_lockdown("guard", True, "drill")
+    assert not rows(gate, Entry)  # the visitor has not arrived yet
+    await until(lambda: any(e.outcome == "denied_lockdown" for e in rows(gate, Entry)), 20)
+    assert not unlocks(gate)
+    assert not gate.emulator.world.relay_unlocked
+    actions = [a.action for a in rows(gate, AuditEvent)]
+    assert actions == ["lockdown_on"]
+
+
+async def test_station_offline_degrades_alerts_and_the_door_stays_locked(running) -> None:
+    gate = await running(MASKED_FOREVER, sanitizer_required=True)
+    await until(lambda: gate.runtime.controller.state.value == "sanitizing", 20)
+    gate.emulator.unplug()
+    await until(lambda: gate.runtime.controller.mode.value == "degraded", 10)
+    gate.emulator.world.hands(True)
+    await asyncio.sleep(1.5)
+    assert not unlocks(gate) and not gate.emulator.world.relay_unlocked
+    assert "station_offline" in [a.kind for a in rows(gate, Alert)]
+    assert gate.runtime.snapshot()["prompt"] == "out_of_service"
+    assert rows(gate, Entry)[0].outcome == "interrupted"
+    gate.emulator.replug()
+    await until(lambda: gate.runtime.controller.mode.value == "normal", 15)
+
+
+async def test_fire_input_releases_the_door_and_is_logged(running) -> None:
+    gate = await running(NOBODY)
+    gate.emulator.world.fire(True)
+    await until(lambda: gate.runtime.controller.mode.value == "emergency", 10)
+    assert gate.emulator.world.relay_unlocked
+    await until(lambda: [a.kind for a in rows(gate, Alert)] == ["emergency"], 5)
+    assert "fire_on" in [r.kind for r in rows(gate, StationLog)]
+    gate.emulator.world.fire(False)
+    await until(lambda: gate.runtime.controller.mode.value == "normal", 10)
+    await until(lambda: not gate.emulator.world.relay_unlocked, 5)
+
+
+async def test_override_unlock_is_audited_and_reaches_the_relay(running) -> None:
+    gate = await running(NOBODY)
+    await gate.runtime.override_unlock("guard1", "courier with a parcel")
+    await until(lambda: unlocks(gate), 5)
+    assert unlocks(gate)[0].ref == 0
+    (audit,) = rows(gate, AuditEvent)
+    assert (audit.actor, audit.action, audit.reason) == (
+        "guard1",
+        "override_unlock",
+        "courier with a parcel",
+    )
+    assert gate.runtime.snapshot()["occupancy"] == 1
+    gate.emulator.world.press_exit()
+    await until(lambda: gate.runtime.snapshot()["occupancy"] == 0, 5)
+
+
+async def test_denied_visitor_snapshot_is_kept_and_blurred_on_request(
+    data_dir: Path,
+) -> None:
+    settings = gate_settings(data_dir).model_copy(
+        update={"snapshots": load_settings(snapshots={"blur_faces": True}).snapshots}
+    )
+    visitors = [SimVisitor("bare", ((3600.0, MaskLabel.NO_MASK),))]
+    async with assemble(settings, visitors=visitors) as gate:
+        task = asyncio.create_task(gate.runtime.run())
+        await until(lambda: any(e.snapshot_path for e in rows(gate, Entry)), 20)
+        gate.runtime.stop()
+        await task
+    (entry,) = rows(gate, Entry)
+    assert entry.outcome == "denied_no_mask"
+    assert Path(entry.snapshot_path).stat().st_size > 1000
+    assert Path(entry.snapshot_path).is_relative_to(data_dir)
