@@ -203,6 +203,18 @@ def bench_station(
     _print_figures(run_station_bench(n), as_json)
 
 
+@bench_app.command("decision")
+def bench_decision(
+    config: ConfigOption = None,
+    visitors: Annotated[int, typer.Option(min=1, help="Masked visitors to time.")] = 10,
+    as_json: JsonOption = False,
+) -> None:
+    """Time from a face appearing to the relay unlocking (sanitizer excluded), end to end."""
+    from gate.latency import measure_decision_latency
+
+    _print_figures(asyncio.run(measure_decision_latency(_settings(config), visitors)), as_json)
+
+
 def _print_figures(figures: dict, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(figures))

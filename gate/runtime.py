@@ -81,6 +81,7 @@ class FrameSource(Protocol):
 class Analyzer(Protocol):
     def analyze(self, frame: np.ndarray, at: float) -> FrameAnalysis: ...
     def annotate(self, frame: np.ndarray, analysis: FrameAnalysis) -> np.ndarray: ...
+    def close(self) -> None: ...
 
 
 class GateRuntime:
@@ -157,6 +158,9 @@ class GateRuntime:
             await asyncio.gather(*tasks, camera, return_exceptions=True)
             await self.station.close()
             self.source.close()
+            # Closed here, on its own thread: MediaPipe hangs if the garbage
+            # collector has to close a detector later.
+            await asyncio.get_running_loop().run_in_executor(self._vision_pool, self.vision.close)
             self._db_pool.shutdown(wait=True)
             self._vision_pool.shutdown(wait=True)
 
