@@ -124,6 +124,7 @@ class GateRuntime:
         self._last_analysis: FrameAnalysis | None = None
         self._last_frame_at = clock()
         self._fluid_percent: int | None = None
+        self._fps = 0.0
         self._link_counts: dict[str, int] = {}
         self._published_state: dict[str, Any] | None = None
         self.decisions: list[dict[str, Any]] = []  # what `gate replay` prints
@@ -198,7 +199,7 @@ class GateRuntime:
             "prompt": c.prompt.value,
             "occupancy": c.occupancy,
             "capacity": self.settings.policy.capacity,
-            "camera": {"healthy": self._camera_healthy(), "fps": self._camera_fps()},
+            "camera": {"healthy": self._camera_healthy(), "fps": round(self._fps, 1)},
             "station": {"link": self.station.state.value, "fluid_percent": self._fluid_percent},
         }
 
@@ -231,11 +232,11 @@ class GateRuntime:
                 continue
             at, frame = got
             analysis = await loop.run_in_executor(self._vision_pool, self.vision.analyze, frame, at)
+            self._measure_fps(at)
             self._last_frame, self._last_analysis, self._last_frame_at = frame, analysis, at
             metrics.FRAMES.inc()
             metrics.INFERENCE_MS.observe(analysis.ms)
-            if (fps := self._camera_fps()) is not None:
-                metrics.CAMERA_FPS.set(fps)
+            metrics.CAMERA_FPS.set(self._fps)
             if self._watchers:
                 self._latest_annotated = await loop.run_in_executor(
                     self._vision_pool, self.vision.annotate, frame, analysis
@@ -428,14 +429,18 @@ class GateRuntime:
         now = self.clock() if now is None else now
         return now - self._last_frame_at < self.settings.camera.stall_seconds
 
-    def _camera_fps(self) -> float | None:
-        fps = getattr(getattr(self.source, "metrics", None), "fps", None)
-        return round(fps, 1) if isinstance(fps, int | float) else None
+    def _measure_fps(self, at: float) -> None:
+        """Frames per second actually analysed, smoothed over about a second."""
+        interval = at - self._last_frame_at
+        if interval > 0:
+            self._fps += (1 / interval - self._fps) * min(1.0, interval)
 
     def _publish_state(self, force: bool = False) -> None:
+        """Publish the state when it changed; a moving frame rate alone is not a change."""
         state = self.snapshot()
-        if force or state != self._published_state:
-            self._published_state = state
+        steady = {**state, "camera": {**state["camera"], "fps": None}}
+        if force or steady != self._published_state:
+            self._published_state = steady
             metrics.OCCUPANCY.set(state["occupancy"])
             self.bus.publish("state", state)
 
