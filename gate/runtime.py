@@ -125,6 +125,7 @@ class GateRuntime:
         self._last_frame_at = clock()
         self._fluid_percent: int | None = None
         self._fps = 0.0
+        self._background: set[asyncio.Task[None]] = set()
         self._link_counts: dict[str, int] = {}
         self._published_state: dict[str, Any] | None = None
         self.decisions: list[dict[str, Any]] = []  # what `gate replay` prints
@@ -331,8 +332,14 @@ class GateRuntime:
                 case Lock():
                     await self._actuate("lock", self.station.lock())
                 case Dispense():
+                    # The pump runs for most of a second; nothing waits on it, and
+                    # its 'dispensed' event moves the visit on.
                     dose = self.settings.station.dose_ms
-                    await self._actuate("dispense", self.station.dispense(dose))
+                    task = asyncio.create_task(
+                        self._actuate("dispense", self.station.dispense(dose))
+                    )
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
                 case RaiseAlert(kind, severity, message, entry_id):
                     await self._alert(kind, severity, message, entry_id)
                 case ShowPrompt(prompt):
