@@ -155,9 +155,9 @@ class GateRuntime:
             if camera.done() and camera.exception():
                 raise camera.exception()  # type: ignore[misc]
         finally:
-            for task in [*tasks, camera]:
+            for task in [*tasks, camera, *self._background]:
                 task.cancel()
-            await asyncio.gather(*tasks, camera, return_exceptions=True)
+            await asyncio.gather(*tasks, camera, *self._background, return_exceptions=True)
             await self.station.close()
             self.source.close()
             # Closed here, on its own thread: MediaPipe hangs if the garbage
