@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlmodel import Session
 
+from gate.config import check_data_dir
 from gate.errors import GateError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -38,14 +39,7 @@ def make_engine(url: str) -> Engine:
 
 def _sqlite_engine(url: str, database: str | None) -> Engine:
     if database and database != ":memory:":
-        folder = Path(database).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / ".write-test"
-            probe.touch()
-            probe.unlink()
-        except OSError as exc:
-            raise GateError(f"data dir {folder} is not writable: {exc.strerror}") from None
+        check_data_dir(Path(database).parent)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")

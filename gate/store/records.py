@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine, delete, func, select, update
+from sqlmodel import SQLModel
 
 from gate.store.db import session
 from gate.store.models import (
@@ -22,6 +24,7 @@ from gate.store.models import (
     utcnow,
 )
 
+Row = TypeVar("Row", bound=SQLModel)
 ADMITTED = [Outcome.ADMITTED.value, Outcome.ADMITTED_REMINDED.value]
 OCCUPANCY_RESET = "occupancy_reset"
 
@@ -105,14 +108,8 @@ def log_station(engine: Engine, gate_id: str, kind: str, value: int | None = Non
 def raise_alert(
     engine: Engine, gate_id: str, kind: str, severity: str, message: str, entry_id: str | None
 ) -> Alert:
-    with session(engine) as s:
-        alert = Alert(
-            gate_id=gate_id, kind=kind, severity=severity, message=message, entry_id=entry_id
-        )
-        s.add(alert)
-        s.commit()
-        s.refresh(alert)
-        return alert
+    alert = Alert(gate_id=gate_id, kind=kind, severity=severity, message=message, entry_id=entry_id)
+    return _insert(engine, alert)
 
 
 def record_audit(
@@ -123,14 +120,17 @@ def record_audit(
     detail: str = "",
     gate_id: str | None = None,
 ) -> AuditEvent:
+    event = AuditEvent(actor=actor, action=action, reason=reason, detail=detail, gate_id=gate_id)
+    return _insert(engine, event)
+
+
+def _insert(engine: Engine, row: Row) -> Row:
+    """Insert one row and return it with its new id."""
     with session(engine) as s:
-        event = AuditEvent(
-            actor=actor, action=action, reason=reason, detail=detail, gate_id=gate_id
-        )
-        s.add(event)
+        s.add(row)
         s.commit()
-        s.refresh(event)
-        return event
+        s.refresh(row)
+        return row
 
 
 def purge_old(
