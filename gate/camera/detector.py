@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,23 @@ MIN_FACE_SHARE = 0.16
 KEEP_UNCONFIRMED = 0.55
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """LiteRT prints INFO lines from C++ straight to fd 2 while it loads; hide only those.
+
+    The gate's own errors must stay one line. Python-level errors raised
+    inside still propagate normally.
+    """
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 @dataclass(frozen=True)
 class Detection:
     """One face the detector found, in frame pixels."""
@@ -42,17 +59,18 @@ class FaceDetector:
     """A loaded BlazeFace model. Not thread safe; one per analysing thread."""
 
     def __init__(self, model_path: Path, min_confidence: float = 0.5) -> None:
-        os.environ.setdefault("GLOG_minloglevel", "2")  # keep MediaPipe's INFO lines off stderr
         from mediapipe.tasks.python import BaseOptions, vision
 
         options = vision.FaceDetectorOptions(
             base_options=BaseOptions(model_asset_path=str(model_path)),
             min_detection_confidence=min_confidence,
         )
-        try:
-            self._task = vision.FaceDetector.create_from_options(options)
-        except (RuntimeError, ValueError) as exc:
-            raise GateError(f"cannot load face detector {model_path}: {exc}") from None
+        with _native_stderr_silenced():
+            try:
+                self._task = vision.FaceDetector.create_from_options(options)
+            except (RuntimeError, ValueError) as exc:
+                raise GateError(f"cannot load face detector {model_path}: {exc}") from None
+            self.detect(np.zeros((128, 128, 3), np.uint8))  # warm-up: first-run notices
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """One pass over an RGB uint8 image."""
@@ -115,7 +133,7 @@ class FaceDetector:
         return best
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
+        with _native_stderr_silenced(), contextlib.suppress(Exception):
             self._task.close()
 
     def __enter__(self) -> FaceDetector:
