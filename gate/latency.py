@@ -9,6 +9,7 @@ sampling, analysis, voting, the database commit and the serial round trip.
 from __future__ import annotations
 
 import asyncio
+import resource
 import statistics
 import time
 from typing import Any
@@ -54,4 +55,6 @@ async def measure_decision_latency(settings: Settings, visitors: int = 10) -> di
         "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
         "p95_ms": round(latencies[int(0.95 * (len(latencies) - 1))], 1) if latencies else None,
         "max_ms": round(latencies[-1], 1) if latencies else None,
+        # Peak memory of the whole gate process (models, runtime, emulator thread).
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
