@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 # unless the user asks for it.
 for _name, _quiet in (
     ("OPENCV_LOG_LEVEL", "OFF"),
+    ("OPENCV_FFMPEG_LOGLEVEL", "-8"),  # AV_LOG_QUIET
     ("GLOG_minloglevel", "2"),
     ("TF_CPP_MIN_LOG_LEVEL", "2"),
 ):

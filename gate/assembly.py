@@ -59,6 +59,7 @@ async def assemble(
     clock: Callable[[], float] | None = None,
     realtime: bool = True,
     actuation_log: Path | None = None,
+    auto_door: bool = True,
 ) -> AsyncIterator[Gate]:
     """Open everything the settings describe; stop the emulator on the way out."""
     check_data_dir(settings.data_dir)
@@ -84,7 +85,7 @@ async def assemble(
     emulator = None
     port = settings.station.port
     if port == "emulated":
-        emulator = Emulator(auto_door=True, actuation_log=actuation_log)
+        emulator = Emulator(auto_door=auto_door, actuation_log=actuation_log)
         port = emulator.start()
     try:
         station = Station(port, settings.station)

@@ -2,12 +2,16 @@
 
 Frames are read one by one, none dropped, and the controller runs on the
 video's own clock, so a minute of video takes only as long as it decodes.
-The sanitizer step is skipped (a recording has no hands to sense); unlocks
-still go to the emulated station over a real pty.
+The sanitizer step is skipped (a recording has no hands to sense) and the
+door pulse is the shortest one, 1 s of video time: nobody walks through the
+emulated door, which runs in real time. Unlocks still go to the emulated
+station over a real pty. Decisions go to a throwaway database, never to the
+gate's own entry log.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +57,17 @@ class VideoFrames:
 
 async def replay_video(settings: Settings, video: Path) -> list[dict[str, Any]]:
     frames = VideoFrames(video)
-    policy = settings.policy.model_copy(update={"sanitizer_required": False})
-    settings = settings.model_copy(update={"policy": policy})
-    async with assemble(settings, source=frames, clock=lambda: frames.now, realtime=False) as gate:
-        await gate.runtime.run()
-        return gate.runtime.decisions
+    policy = settings.policy.model_copy(update={"sanitizer_required": False, "unlock_seconds": 1})
+    with tempfile.TemporaryDirectory(prefix="gate-replay-") as scratch:
+        settings = settings.model_copy(
+            update={
+                "policy": policy,
+                "database_url": f"sqlite:///{Path(scratch) / 'replay.db'}",
+                "station": settings.station.model_copy(update={"port": "emulated"}),
+            }
+        )
+        async with assemble(
+            settings, source=frames, clock=lambda: frames.now, realtime=False, auto_door=False
+        ) as gate:
+            await gate.runtime.run()
+            return gate.runtime.decisions
