@@ -58,57 +58,21 @@ def start_emulator(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
     return emulator, link, log
 
 
-@pytest.mark.slow
-def test_sigkill_storm_loses_and_duplicates_no_admitted_visitor(
-    tmp_path: Path, data_dir: Path
-) -> None:
-    emulator, link, actuation_log = start_emulator(tmp_path)
-    data = data_dir
-    config = tmp_path / "gate.toml"
-    config.write_text(
-        f'gate_id = "crash"\ndata_dir = "{data}"\n'
-        f'[station]\nport = "{link}"\n'
-        "[policy]\nsanitizer_required = false\nunlock_seconds = 1\nleave_seconds = 2.5\n",
-        encoding="utf-8",
-    )
-    epoch = time.time() + 1
-    rng = random.Random(20261127)
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("GATE_")}}
-    try:
-        for _ in range(KILLS):
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "tests.crash_worker", str(config), str(epoch)],
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-            time.sleep(rng.uniform(0.3, 5.0))
-            assert worker.poll() is None, worker.stderr.read().decode()
-            worker.send_signal(signal.SIGKILL)
-            worker.wait()
-        # A last, undisturbed run lets the final visitor's visit conclude.
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "tests.crash_worker", str(config), str(epoch)],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.DEVNULL,
-        )
-        time.sleep(PERIOD * 2)
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=30)
-    finally:
-        emulator.kill()
-        emulator.wait()
+def check_invariants(actuation_log: Path, database: Path, epoch: float) -> int:
+    """Every executed unlock has exactly one admitted entry; no visitor has two entries.
 
-    unlocks = [json.loads(line) for line in actuation_log.read_text().splitlines() if line.strip()]
-    refs = [u["ref"] for u in unlocks if u["kind"] == "unlock" and u["ref"]]
-    engine = make_engine(f"sqlite:///{data / 'gate.db'}")
+    Returns how many distinct unlocks the station has executed so far.
+    """
+    lines = actuation_log.read_text().splitlines() if actuation_log.exists() else []
+    refs = {
+        u["ref"] for u in map(json.loads, filter(str.strip, lines)) if u["kind"] == "unlock"
+    } - {0}
+    engine = make_engine(f"sqlite:///{database}")
     with session(engine) as s:
         entries = list(s.scalars(select(Entry)))
+    engine.dispose()
     by_ref = {e.unlock_ref: e for e in entries}
-    assert len(set(refs)) >= 15, "too few admissions to mean anything"
-    for ref in set(refs):
+    for ref in refs:
         assert ref in by_ref, f"unlock {ref} executed with no entry logged"
         assert by_ref[ref].outcome == "admitted"
     visitor_of = Counter(
@@ -116,3 +80,45 @@ def test_sigkill_storm_loses_and_duplicates_no_admitted_visitor(
     )
     doubled = {v: n for v, n in visitor_of.items() if n > 1}
     assert not doubled, f"visitors with more than one entry: {doubled}"
+    return len(refs)
+
+
+@pytest.mark.slow
+def test_sigkill_storm_loses_and_duplicates_no_admitted_visitor(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    emulator, link, actuation_log = start_emulator(tmp_path)
+    database = data_dir / "gate.db"
+    config = tmp_path / "gate.toml"
+    config.write_text(
+        f'gate_id = "crash"\ndata_dir = "{data_dir}"\n'
+        f'[station]\nport = "{link}"\n'
+        "[policy]\nsanitizer_required = false\nunlock_seconds = 1\nleave_seconds = 2.5\n",
+        encoding="utf-8",
+    )
+    epoch = time.time() + 1
+    rng = random.Random(20261127)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATE_")}
+    command = [sys.executable, "-m", "tests.crash_worker", str(config), str(epoch)]
+    try:
+        for _ in range(KILLS):
+            worker = subprocess.Popen(
+                command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            time.sleep(rng.uniform(0.3, 5.0))
+            assert worker.poll() is None, worker.stderr.read().decode()
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            if database.exists():  # checked after every restart-to-be, not just at the end
+                check_invariants(actuation_log, database, epoch)
+        # A last, undisturbed run lets the final visitor's visit conclude.
+        worker = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+        time.sleep(PERIOD * 2)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0  # SIGTERM is a clean stop
+    finally:
+        emulator.kill()
+        emulator.wait()
+    assert check_invariants(actuation_log, database, epoch) >= 15, (
+        "too few admissions to mean anything"
+    )
