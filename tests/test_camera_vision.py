@@ -134,3 +134,16 @@ def test_classifier_flip_average_and_crop_shape() -> None:
     for clf in (plain, flipped):
         p = clf.probabilities(crop[None])
         assert p.shape == (1, 3) and abs(float(p.sum()) - 1) < 1e-4
+
+
+def test_classifier_takes_its_crop_size_from_the_model(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from gate.camera.train import build_net, export_onnx
+
+    path = tmp_path / "wide96.onnx"
+    export_onnx(build_net("vgg-wide"), path, np.zeros(3, np.float32), size=96)
+    clf = MaskClassifier(path, flip_average=True)
+    assert clf.input_size == 96 and MaskClassifier().input_size == 64
+    p = clf.classify(np.full((200, 200, 3), 128, np.uint8), [(50, 50, 80, 80)])
+    assert p.shape == (1, 3) and abs(float(p.sum()) - 1) < 1e-4

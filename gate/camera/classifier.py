@@ -78,7 +78,10 @@ class MaskClassifier:
             )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise GateError(f"cannot load mask classifier {model_path}: {exc}") from None
-        self._input = self._session.get_inputs()[0].name
+        first = self._session.get_inputs()[0]
+        self._input = first.name
+        # The crop side the network was trained on (the input's last dimension).
+        self.input_size = first.shape[-1] if isinstance(first.shape[-1], int) else INPUT_SIZE
         meta = self._session.get_modelmeta().custom_metadata_map
         self.bias = np.array(
             bias if bias is not None else [float(v) for v in meta.get("bias", "0,0,0").split(",")],
@@ -109,7 +112,9 @@ class MaskClassifier:
         """Probabilities for each face box of a BGR image."""
         if not boxes:
             return np.zeros((0, len(LABELS)), dtype=np.float32)
-        return self.probabilities(np.stack([face_crop(image, b) for b in boxes]))
+        return self.probabilities(
+            np.stack([face_crop(image, b, size=self.input_size) for b in boxes])
+        )
 
 
 def _logsumexp(z: np.ndarray) -> np.ndarray:

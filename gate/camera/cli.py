@@ -48,6 +48,16 @@ def train(
     ] = 25.0,
     threads: Annotated[int, typer.Option(min=1)] = 2,
     seed: int = 7,
+    input_size: Annotated[int, typer.Option(help="Crop side in pixels.")] = 64,
+    arch: Annotated[str, typer.Option(help="vgg or vgg-wide.")] = "vgg",
+    ema: Annotated[
+        float, typer.Option(help="Weight EMA decay per step; 0 keeps the raw weights.")
+    ] = 0.0,
+    lr: Annotated[float, typer.Option(help="Peak one-cycle learning rate.")] = 3e-3,
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="Reuse (or write) the collected faces here, outside the repo."),
+    ] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Train the mask classifier from scratch on the training split and export it to ONNX."""
@@ -57,6 +67,7 @@ def train(
     report = run_training(
         datasets, detector_path(data_dir), out, epochs=epochs, max_minutes=max_minutes,
         threads=threads, seed=seed, log=lambda line: typer.echo(line, err=True),
+        input_size=input_size, arch=arch, ema=ema, lr=lr, cache=cache,
     )  # fmt: skip
     typer.echo(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=1))
 

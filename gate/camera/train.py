@@ -29,7 +29,6 @@ from gate.errors import GateError
 # Training patches hold this much more context than the final crop, so the
 # random zoom and shift can look outside the nominal window.
 CONTEXT = 1.5
-PATCH = round(INPUT_SIZE * CONTEXT)
 # Measured on training images: BlazeFace's square box against the VOC box
 # (centre unchanged, side ≈ 1.07 × width ≈ 0.88 × height, spread ≈ 0.1 / 0.2).
 DET_FROM_GT_W, DET_FROM_GT_H = 1.07, 0.88
@@ -48,18 +47,20 @@ def detector_like_box(box: Box) -> Box:
 
 @dataclass
 class Samples:
-    patches: np.ndarray  # (N, PATCH, PATCH, 3) uint8 BGR, the crop window with extra context
+    patches: np.ndarray  # (N, P, P, 3) uint8 BGR crop windows with context, P = 1.5 × input
     labels: np.ndarray  # (N,) index into LABELS
     widths: np.ndarray  # (N,) face width in source pixels
     part: np.ndarray  # (N,) "train" or "val"
     source: np.ndarray  # (N,) "scenes" or "crops"
 
 
-def context_patch(image: np.ndarray, box: Box) -> np.ndarray:
-    return face_crop(image, box, size=PATCH, scale=CROP_SCALE * CONTEXT)
+def context_patch(image: np.ndarray, box: Box, size: int = INPUT_SIZE) -> np.ndarray:
+    return face_crop(image, box, size=round(size * CONTEXT), scale=CROP_SCALE * CONTEXT)
 
 
-def collect(datasets: Path, detector: FaceDetector, log: Callable[[str], None]) -> Samples:
+def collect(
+    datasets: Path, detector: FaceDetector, log: Callable[[str], None], size: int = INPUT_SIZE
+) -> Samples:
     """Training and validation faces; the held-out test images are never opened."""
     patches, labels, widths, parts, sources = [], [], [], [], []
     label_index = {lab: i for i, lab in enumerate(LABELS)}
@@ -77,7 +78,7 @@ def collect(datasets: Path, detector: FaceDetector, log: Callable[[str], None]) 
         for face in item.faces:
             if face.box[2] < MIN_TRAIN_FACE:
                 continue
-            patches.append(context_patch(image, detector_like_box(face.box)))
+            patches.append(context_patch(image, detector_like_box(face.box), size))
             labels.append(label_index[face.label])
             widths.append(face.box[2])
             parts.append(part)
@@ -92,7 +93,7 @@ def collect(datasets: Path, detector: FaceDetector, log: Callable[[str], None]) 
                 log(f"skipping unreadable {path}")
                 continue
             box, _ = box_in_face_image(detector, image)
-            patches.append(context_patch(image, box))
+            patches.append(context_patch(image, box, size))
             labels.append(label_index[label])
             widths.append(box[2])
             parts.append("train")
@@ -102,32 +103,57 @@ def collect(datasets: Path, detector: FaceDetector, log: Callable[[str], None]) 
     )
 
 
-def build_net():  # -> torch.nn.Module
-    """A plain VGG-style CNN: about 0.6 M parameters, 45 M multiply-adds at 64 px."""
+def build_net(arch: str = "vgg"):  # -> torch.nn.Module
+    """A plain VGG-style CNN. "vgg": 0.6 M parameters (45 M multiply-adds at 64 px);
+    "vgg-wide": one more conv stage and wider layers, about 1.2 M parameters."""
     from torch import nn
 
     def block(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
 
+    if arch == "vgg":
+        layers = [
+            *block(3, 32, 2),  # 1/2
+            *block(32, 32),
+            nn.MaxPool2d(2),  # 1/4
+            *block(32, 64),
+            *block(64, 64),
+            nn.MaxPool2d(2),  # 1/8
+            *block(64, 128),
+            *block(128, 128),
+            nn.MaxPool2d(2),  # 1/16
+            *block(128, 256),
+        ]
+        width = 256
+    elif arch == "vgg-wide":
+        layers = [
+            *block(3, 32, 2),  # 1/2
+            *block(32, 32),
+            nn.MaxPool2d(2),  # 1/4
+            *block(32, 64),
+            *block(64, 64),
+            nn.MaxPool2d(2),  # 1/8
+            *block(64, 128),
+            *block(128, 128),
+            nn.MaxPool2d(2),  # 1/16
+            *block(128, 192),
+            *block(192, 192),
+            nn.MaxPool2d(2),  # 1/32
+            *block(192, 320),
+        ]
+        width = 320
+    else:
+        raise GateError(f"unknown architecture {arch!r}")
     return nn.Sequential(
-        *block(3, 32, 2),  # 32x32
-        *block(32, 32),
-        nn.MaxPool2d(2),  # 16x16
-        *block(32, 64),
-        *block(64, 64),
-        nn.MaxPool2d(2),  # 8x8
-        *block(64, 128),
-        *block(128, 128),
-        nn.MaxPool2d(2),  # 4x4
-        *block(128, 256),
+        *layers,
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
         nn.Dropout(0.3),
-        nn.Linear(256, len(LABELS)),
+        nn.Linear(width, len(LABELS)),
     )
 
 
-def augment(batch, rng: np.random.Generator):  # (torch uint8 NHWC BGR) -> float NCHW RGB
+def augment(batch, rng: np.random.Generator, size: int = INPUT_SIZE):  # uint8 NHWC BGR → NCHW RGB
     """Detector-box jitter, flips, rotation, colour, low resolution and noise, on a whole batch."""
     import torch
     import torch.nn.functional as F
@@ -144,18 +170,14 @@ def augment(batch, rng: np.random.Generator):  # (torch uint8 NHWC BGR) -> float
     theta[:, 1, 0] = scale * np.sin(angle) * flip
     theta[:, 1, 1] = scale * np.cos(angle)
     theta[:, :, 2] = shift
-    grid = F.affine_grid(
-        torch.from_numpy(theta), [n, 3, INPUT_SIZE, INPUT_SIZE], align_corners=False
-    )
+    grid = F.affine_grid(torch.from_numpy(theta), [n, 3, size, size], align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     # Small and blurry faces: down-sample part of the batch and blow it back up.
     low = torch.from_numpy(rng.random(n) < 0.4)
     if low.any():
         side = int(rng.integers(14, 48))
         small = F.interpolate(x[low], size=(side, side), mode="area")
-        x[low] = F.interpolate(
-            small, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False
-        )
+        x[low] = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
     gray = x.mean(1, keepdim=True)
     sat = torch.from_numpy(rng.uniform(0.5, 1.5, (n, 1, 1, 1)).astype(np.float32))
     sat[torch.from_numpy(rng.random(n) < 0.1)] = 0.0  # some cameras are grey
@@ -171,13 +193,14 @@ def augment(batch, rng: np.random.Generator):  # (torch uint8 NHWC BGR) -> float
     return x.clamp(0, 1) * 2 - 1
 
 
-def nominal(batch):  # centre crop without augmentation, as inference sees it
+def nominal(batch, size: int = INPUT_SIZE):  # centre crop without augmentation, as inference
     import torch.nn.functional as F
 
     x = batch.flip(-1).permute(0, 3, 1, 2).float() / 255.0
-    lo = (PATCH - round(PATCH / CONTEXT)) // 2
-    x = x[:, :, lo : PATCH - lo, lo : PATCH - lo]
-    return F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="area") * 2 - 1
+    patch = x.shape[-1]
+    lo = (patch - round(patch / CONTEXT)) // 2
+    x = x[:, :, lo : patch - lo, lo : patch - lo]
+    return F.interpolate(x, size=(size, size), mode="area") * 2 - 1
 
 
 def val_scores(logp: np.ndarray, labels: np.ndarray, bias: np.ndarray) -> dict[str, float]:
@@ -217,6 +240,11 @@ def train(
     threads: int = 2,
     max_minutes: float = 25.0,
     log: Callable[[str], None] = print,
+    input_size: int = INPUT_SIZE,
+    arch: str = "vgg",
+    ema: float = 0.0,
+    lr: float = 3e-3,
+    cache: Path | None = None,
 ) -> dict:
     """Train, pick the best epoch on validation, calibrate the bias, export ONNX. Returns a report."""
     try:
@@ -230,8 +258,18 @@ def train(
     torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
     started = time.monotonic()
-    with FaceDetector(detector_model, min_confidence=0.5) as detector:
-        samples = collect(datasets, detector, log)
+    samples = None
+    if cache is not None and cache.is_file():
+        with np.load(cache) as z:
+            samples = Samples(*(z[k] for k in ("patches", "labels", "widths", "part", "source")))
+        if samples.patches.shape[1] != round(input_size * CONTEXT):
+            raise GateError(f"{cache} holds patches for another input size")
+        log(f"loaded {len(samples.labels)} collected faces from {cache}")
+    if samples is None:
+        with FaceDetector(detector_model, min_confidence=0.5) as detector:
+            samples = collect(datasets, detector, log, input_size)
+        if cache is not None:
+            np.savez(cache, **samples.__dict__)
     is_train = samples.part == "train"
     is_val = (samples.part == "val") & (samples.widths >= 40)
     log(
@@ -241,16 +279,25 @@ def train(
     )
     x_train = torch.from_numpy(samples.patches[is_train])
     y_train = torch.from_numpy(samples.labels[is_train]).long()
-    x_val = nominal(torch.from_numpy(samples.patches[is_val]))
+    x_val = nominal(torch.from_numpy(samples.patches[is_val]), input_size)
     y_val = samples.labels[is_val]
     counts = np.bincount(samples.labels[is_train], minlength=3).astype(np.float64)
     weights = torch.tensor((counts.sum() / counts) ** 0.5, dtype=torch.float32)
     weights = weights / weights.mean()
 
-    net = build_net()
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=5e-4)
+    net = build_net(arch)
+    # An exponential moving average of the weights (and BN statistics) evens out the
+    # epoch-to-epoch swings of a small network on a small validation part.
+    averaged = (
+        torch.optim.swa_utils.AveragedModel(
+            net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema), use_buffers=True
+        )
+        if ema > 0
+        else None
+    )
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
     steps = epochs * math.ceil(len(x_train) / batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     best: dict = {"score": -1.0}
     history = []
     for epoch in range(epochs):
@@ -259,14 +306,17 @@ def train(
         total = 0.0
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
-            logits = net(augment(x_train[idx], rng))
+            logits = net(augment(x_train[idx], rng, input_size))
             loss = F.cross_entropy(logits, y_train[idx], weight=weights, label_smoothing=0.05)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
+            if averaged is not None:
+                averaged.update_parameters(net)
             total += loss.item() * len(idx)
-        logp = _val_logp(net, x_val)
+        kept = net if averaged is None else averaged.module
+        logp = _val_logp(kept, x_val)
         s = val_scores(logp, y_val, np.zeros(3, np.float32))
         s["score"] = target_score(s)
         elapsed = (time.monotonic() - started) / 60
@@ -279,7 +329,7 @@ def train(
         # The one-cycle schedule ends low, so later epochs win ties.
         if s["score"] + 0.5 * s["accuracy"] >= best["score"]:
             best = {"score": s["score"] + 0.5 * s["accuracy"], "epoch": epoch + 1}
-            best_state = {k: v.clone() for k, v in net.state_dict().items()}
+            best_state = {k: v.clone() for k, v in kept.state_dict().items()}
         if elapsed > max_minutes:
             log(f"stopping after {elapsed:.1f} min (limit {max_minutes})")
             break
@@ -291,13 +341,16 @@ def train(
         "bias": bias.tolist(),
         "val_before_bias": val_scores(logp, y_val, np.zeros(3, np.float32)),
         "val_after_bias": val_scores(logp, y_val, bias),
+        "input_size": input_size,
+        "arch": arch,
+        "ema": ema,
         "n_train": int(is_train.sum()),
         "n_val": int(is_val.sum()),
         "train_per_class": counts.astype(int).tolist(),
         "minutes": (time.monotonic() - started) / 60,
         "history": history,
     }
-    export_onnx(net, out, bias)
+    export_onnx(net, out, bias, input_size)
     out.with_suffix(".train.json").write_text(json.dumps(report, indent=1))
     log(f"wrote {out} (best epoch {best['epoch']}, bias {bias.tolist()})")
     return report
@@ -314,13 +367,13 @@ def _val_logp(net, x_val) -> np.ndarray:
     return ((a + b) / 2).numpy()
 
 
-def export_onnx(net, out: Path, bias: np.ndarray) -> None:
+def export_onnx(net, out: Path, bias: np.ndarray, size: int = INPUT_SIZE) -> None:
     """Write the network as ONNX (logits out) with its labels and calibrated bias as metadata."""
     import onnx
     import torch
 
     net.eval()
-    dummy = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
+    dummy = torch.zeros(1, 3, size, size)
     torch.onnx.export(
         net, (dummy,), str(out), input_names=["crops"], output_names=["logits"],
         dynamic_axes={"crops": {0: "n"}, "logits": {0: "n"}}, opset_version=17, dynamo=False,
@@ -329,7 +382,7 @@ def export_onnx(net, out: Path, bias: np.ndarray) -> None:
     meta = {
         "labels": ",".join(LABELS),
         "bias": ",".join(f"{b:.3f}" for b in bias),
-        "input": f"RGB {INPUT_SIZE}x{INPUT_SIZE} in [-1,1], face_crop scale {CROP_SCALE}",
+        "input": f"RGB {size}x{size} in [-1,1], face_crop scale {CROP_SCALE}",
     }
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)
