@@ -7,6 +7,7 @@ one line instead of half-starting.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ class Gate:
 
 
 async def serve_panel(runtime: GateRuntime) -> None:
-    """Serve the staff panel and kiosk for this runtime until cancelled."""
+    """Serve the staff panel and kiosk until the runtime stops, then shut down gracefully."""
     import uvicorn
 
     from gate.server.app import create_app
@@ -43,8 +44,13 @@ async def serve_panel(runtime: GateRuntime) -> None:
         create_app(runtime), host=settings.host, port=settings.port, log_level="warning"
     )
     server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    stopping = asyncio.create_task(runtime.stopping())
+    await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True  # finish open responses and the app's lifespan, no cancel
+    stopping.cancel()
     try:
-        await server.serve()
+        await serving
     except SystemExit:  # uvicorn exits when it cannot bind the port
         raise GateError(f"cannot serve the panel on {settings.host}:{settings.port}") from None
 

@@ -9,8 +9,6 @@ the script says they never do.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -81,23 +79,21 @@ async def run_demo(settings: Settings, duration: float | None, serve: bool) -> d
     settings = demo_settings(settings)
     started = datetime.now(UTC)
     async with assemble(settings, loop_visitors=duration is None) as gate:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, gate.runtime.stop)
-        tasks = [asyncio.create_task(act_visitors(gate))]
-        if serve:
-            tasks.append(asyncio.create_task(serve_panel(gate.runtime)))
+        gate.runtime.stop_on_signals()
+        actor = asyncio.create_task(act_visitors(gate))
         runner = asyncio.create_task(gate.runtime.run())
+        panel = asyncio.create_task(serve_panel(gate.runtime) if serve else gate.runtime.stopping())
         try:
-            if duration is None:
-                await runner
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(runner), duration)
+            await asyncio.wait(
+                [runner, panel], timeout=duration, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
-            gate.runtime.stop()
-            await runner
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            gate.runtime.stop()  # the panel follows the runtime and shuts down gracefully
+            actor.cancel()
+            results = await asyncio.gather(runner, panel, actor, return_exceptions=True)
+        for result in results[:2]:
+            if isinstance(result, BaseException):
+                raise result
         rows = entries_since(gate.runtime.engine, settings.gate_id, started)
     return report(rows)
 

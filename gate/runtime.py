@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -168,6 +169,16 @@ class GateRuntime:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def stop_on_signals(self) -> None:
+        """SIGTERM (systemd) and Ctrl-C end the gate cleanly: door locked, link closed."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+    async def stopping(self) -> None:
+        """Wait until someone asks the runtime to stop."""
+        await self._stopping.wait()
 
     # ------------------------------------------------------------------ staff commands
 

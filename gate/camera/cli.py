@@ -127,17 +127,3 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train)
     app.command("eval")(evaluate)
     app.add_typer(models_app, name="models")
-
-
-if __name__ == "__main__":  # until the gate CLI mounts these: python -m gate.camera.cli ...
-    from gate.errors import GateError
-
-    main = typer.Typer(no_args_is_help=True)
-    register(main)
-    main.command("bench-vision")(bench_vision)
-    main.command("sim-check")(sim_check)
-    try:
-        main()
-    except GateError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise SystemExit(1) from None
