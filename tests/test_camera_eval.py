@@ -16,7 +16,13 @@ REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
 SCENES = DATASETS / "face-mask-scenes"
 CROPS = DATASETS / "face-mask"
-needs_data = pytest.mark.skipif(not SCENES.is_dir(), reason="shared datasets not present")
+
+
+@pytest.fixture
+def scenes() -> Path:
+    """The shared evaluation data; CI and every developer machine have it beside the repo."""
+    assert SCENES.is_dir(), f"{SCENES} is missing: the datasets live in ../shared/datasets"
+    return SCENES
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +41,8 @@ def test_split_rule_is_stable_and_about_a_fifth() -> None:
         select_split([], "validation")
 
 
-@needs_data
-def test_held_out_scene_subset_gives_sane_numbers(data_dir: Path) -> None:
-    report = evaluate(SCENES, data_dir, split="test", limit=25)
+def test_held_out_scene_subset_gives_sane_numbers(data_dir: Path, scenes: Path) -> None:
+    report = evaluate(scenes, data_dir, split="test", limit=25)
     assert report["kind"] == "voc" and report["n_images"] == 25 and report["n_faces"] > 20
     assert report["detection_recall"] > 0.7
     assert report["accuracy"] > 0.75
@@ -48,8 +53,9 @@ def test_held_out_scene_subset_gives_sane_numbers(data_dir: Path) -> None:
     assert report["ms_per_image"] > 0
 
 
-@needs_data
-def test_crop_folders_with_synonyms_and_a_corrupt_file(data_dir: Path, tmp_path: Path) -> None:
+def test_crop_folders_with_synonyms_and_a_corrupt_file(
+    data_dir: Path, tmp_path: Path, scenes: Path
+) -> None:
     for name, source in (("with_mask", "with_mask"), ("without_mask", "without_mask")):
         (tmp_path / name).mkdir()
         for p in sorted((CROPS / source).iterdir())[:6]:
@@ -61,12 +67,13 @@ def test_crop_folders_with_synonyms_and_a_corrupt_file(data_dir: Path, tmp_path:
     assert report["n_faces"] == 12 and report["accuracy"] >= 0.75
 
 
-@needs_data
-def test_voc_with_corrupt_image_is_counted_not_fatal(data_dir: Path, tmp_path: Path) -> None:
-    item = read_voc(SCENES)[0]
+def test_voc_with_corrupt_image_is_counted_not_fatal(
+    data_dir: Path, tmp_path: Path, scenes: Path
+) -> None:
+    item = read_voc(scenes)[0]
     (tmp_path / "images").mkdir()
     (tmp_path / "annotations").mkdir()
-    shutil.copy(SCENES / "annotations" / f"{item.image.stem}.xml", tmp_path / "annotations")
+    shutil.copy(scenes / "annotations" / f"{item.image.stem}.xml", tmp_path / "annotations")
     (tmp_path / "images" / item.image.name).write_bytes(b"\x89PNG not really")
     report = evaluate(tmp_path, data_dir)
     assert report["unreadable"] == [item.image.name] and report["n_faces"] == 0

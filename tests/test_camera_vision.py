@@ -137,12 +137,29 @@ def test_classifier_flip_average_and_crop_shape() -> None:
 
 
 def test_classifier_takes_its_crop_size_from_the_model(tmp_path: Path) -> None:
-    pytest.importorskip("torch")
-    pytest.importorskip("onnx")
-    from gate.camera.train import build_net, export_onnx
+    """A 96 px network needs 96 px crops: the size is read from the ONNX input, not assumed."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
 
+    # The smallest honest classifier: average colour per channel -> 3 logits.
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["flat"]),
+            helper.make_node("Gemm", ["flat", "w", "b"], ["logits"]),
+        ],
+        "wide96",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 96, 96])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 3])],
+        [
+            numpy_helper.from_array(np.eye(3, dtype=np.float32), "w"),
+            numpy_helper.from_array(np.zeros(3, np.float32), "b"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
     path = tmp_path / "wide96.onnx"
-    export_onnx(build_net("vgg-wide"), path, np.zeros(3, np.float32), size=96)
+    onnx.save(model, path)
     clf = MaskClassifier(path, flip_average=True)
     assert clf.input_size == 96 and MaskClassifier().input_size == 64
     p = clf.classify(np.full((200, 200, 3), 128, np.uint8), [(50, 50, 80, 80)])
