@@ -150,15 +150,16 @@ class GateRuntime:
             tasks.append(asyncio.create_task(self._tick_loop(), name="tick"))
             tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
         camera = asyncio.create_task(self._camera_loop(), name="camera")
+        stopper = asyncio.create_task(self._stopping.wait())
         try:
-            stopper = asyncio.create_task(self._stopping.wait())
             await asyncio.wait([camera, stopper], return_when=asyncio.FIRST_COMPLETED)
             if camera.done() and camera.exception():
                 raise camera.exception()  # type: ignore[misc]
         finally:
-            for task in [*tasks, camera, *self._background]:
+            self._stopping.set()  # whoever waits in stopping() (the panel) ends too
+            for task in [*tasks, camera, stopper, *self._background]:
                 task.cancel()
-            await asyncio.gather(*tasks, camera, *self._background, return_exceptions=True)
+            await asyncio.gather(*tasks, camera, stopper, *self._background, return_exceptions=True)
             await self.station.close()
             self.source.close()
             # Closed here, on its own thread: MediaPipe hangs if the garbage
