@@ -16,10 +16,10 @@ from pathlib import Path
 from firmware_bridge.emulator import Emulator
 from gate.camera.pipeline import Vision
 from gate.camera.simulated import SimulatedCamera, SimVisitor
-from gate.camera.sources import open_source
+from gate.camera.sources import FrameSource, open_source
 from gate.config import Settings, check_data_dir
 from gate.errors import GateError
-from gate.runtime import FrameSource, GateRuntime
+from gate.runtime import GateRuntime
 from gate.sanitizer.station import Station
 from gate.store.db import open_database
 

@@ -25,6 +25,7 @@ import numpy as np
 from sqlalchemy import Engine
 
 from gate import metrics
+from gate.camera.sources import FrameSource
 from gate.camera.verdict import FrameAnalysis, MaskLabel
 from gate.config import Settings
 from gate.controller import (
@@ -72,11 +73,6 @@ STATION_ALERTS = {
     "fault": (Severity.WARNING, "station fault"),
 }
 REFILL_JUMP_PERCENT = 20  # a fluid level rising this much at once is a refill
-
-
-class FrameSource(Protocol):
-    def read(self) -> tuple[float, np.ndarray] | None: ...
-    def close(self) -> None: ...
 
 
 class Analyzer(Protocol):

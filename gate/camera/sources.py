@@ -27,9 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class FrameSource(Protocol):
-    """What the rest of the gate needs from a camera."""
-
-    healthy: bool
+    """What the rest of the gate needs from a camera (it judges stalls from frame times)."""
 
     def read(self) -> tuple[float, np.ndarray] | None:
         """(monotonic capture time, BGR frame), or None if no new frame arrived."""
