@@ -14,13 +14,18 @@ GATE = [sys.executable, "-m", "gate"]
 
 
 def gate(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 120
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 120,
+    stdin: str | None = None,
 ):
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("GATE_")}
     full_env.update(env or {})
     return subprocess.run(
-        [*GATE, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
-    )
+        [*GATE, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout,
+        input=stdin,
+    )  # fmt: skip
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:

@@ -6,15 +6,14 @@ from pathlib import Path
 
 import pytest
 from sqlmodel import select
-from typer.testing import CliRunner
 
 from gate import metrics
 from gate.errors import GateError
 from gate.server import users
-from gate.server.cli import user_app
 from gate.store.db import open_database, session
 from gate.store.models import AuditEvent, Role
 from tests.panel_support import client_for, make_app, make_runtime
+from tests.test_cli import assert_one_line_error, gate
 
 
 def test_service_rules(tmp_path: Path) -> None:
@@ -40,31 +39,27 @@ def test_service_rules(tmp_path: Path) -> None:
 def test_cli_add_passwd_disable_list(tmp_path: Path) -> None:
     config = tmp_path / "gate.toml"
     config.write_text(f'data_dir = "{tmp_path}"\n', encoding="utf-8")
-    runner = CliRunner()
-    added = runner.invoke(
-        user_app, ["add", "guard1", "--role", "security", "--config", str(config)]
-    )
-    assert added.exit_code == 0, added.output
-    password = added.output.split("password: ")[1].strip()
+    added = gate("user", "add", "guard1", "--role", "security", "--config", str(config))
+    assert added.returncode == 0, added.stderr
+    password = added.stdout.split("password: ")[1].strip()
     engine = open_database(f"sqlite:///{tmp_path / 'gate.db'}")
     assert users.verify_login(engine, "guard1", password).user is not None
-    again = runner.invoke(user_app, ["add", "guard1", "--role", "security", "-c", str(config)])
-    assert again.exit_code == 1 and "already exists" in again.output
-    chosen = runner.invoke(
-        user_app,
-        ["passwd", "guard1", "--password-stdin", "-c", str(config)],
-        input="a chosen password\n",
+    assert_one_line_error(
+        gate("user", "add", "guard1", "--role", "security", "-c", str(config)), "already exists"
     )
-    assert chosen.exit_code == 0 and "password:" not in chosen.output
+    chosen = gate(
+        "user", "passwd", "guard1", "--password-stdin", "-c", str(config),
+        stdin="a chosen password\n",
+    )  # fmt: skip
+    assert chosen.returncode == 0 and "password:" not in chosen.stdout
     assert users.verify_login(engine, "guard1", "a chosen password").user is not None
-    assert runner.invoke(user_app, ["disable", "guard1", "-c", str(config)]).exit_code == 0
-    listed = runner.invoke(user_app, ["list", "-c", str(config)])
-    assert listed.output.strip() == "guard1\tsecurity\tdisabled"
+    assert gate("user", "disable", "guard1", "-c", str(config)).returncode == 0
+    listed = gate("user", "list", "-c", str(config))
+    assert listed.stdout.strip() == "guard1\tsecurity\tdisabled"
     with session(engine) as db:
         actions = [(a.actor, a.action) for a in db.exec(select(AuditEvent))]
     assert actions == [("cli", "user_create"), ("cli", "user_password"), ("cli", "user_disable")]
-    missing = runner.invoke(user_app, ["list", "-c", str(tmp_path / "nope.toml")])
-    assert missing.exit_code == 1 and "not found" in missing.output
+    assert_one_line_error(gate("user", "list", "-c", str(tmp_path / "nope.toml")), "not found")
 
 
 def test_admin_page_creates_with_a_one_time_password_and_protects_itself(tmp_path: Path) -> None:

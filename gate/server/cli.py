@@ -2,7 +2,8 @@
 
 The first admin has to come from somewhere that is not the panel; this is it.
 Passwords are generated unless given on standard input, so none ever appears
-in shell history or a process list.
+in shell history or a process list. Errors are `GateError`s, which `gate.cli.main`
+prints as one line, as for every other command.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import typer
 from sqlalchemy import Engine
 
 from gate.config import load_settings
-from gate.errors import GateError
 from gate.server import users
 from gate.store.db import open_database
 from gate.store.models import Role
@@ -41,11 +41,6 @@ def _password(from_stdin: bool) -> tuple[str, bool]:
     return users.generate_password(), True
 
 
-def _fail(exc: GateError) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(1)
-
-
 @user_app.command("add")
 def add(
     username: str,
@@ -55,10 +50,7 @@ def add(
 ) -> None:
     """Create an account; prints the generated password once."""
     password, generated = _password(password_stdin)
-    try:
-        user = users.create_user(_engine(config), username, role, password)
-    except GateError as exc:
-        raise _fail(exc) from None
+    user = users.create_user(_engine(config), username, role, password)
     typer.echo(f"created {user.username} ({user.role})")
     if generated:
         typer.echo(f"password: {password}")
@@ -70,10 +62,7 @@ def passwd(
 ) -> None:
     """Set a new password (and lift a lockout); prints the generated password once."""
     password, generated = _password(password_stdin)
-    try:
-        users.set_password(_engine(config), username, password)
-    except GateError as exc:
-        raise _fail(exc) from None
+    users.set_password(_engine(config), username, password)
     typer.echo(f"password changed for {username}")
     if generated:
         typer.echo(f"password: {password}")
@@ -82,20 +71,14 @@ def passwd(
 @user_app.command("disable")
 def disable(username: str, config: ConfigOption = None) -> None:
     """Disable an account; its sessions stop working at their next request."""
-    try:
-        users.disable_user(_engine(config), username)
-    except GateError as exc:
-        raise _fail(exc) from None
+    users.disable_user(_engine(config), username)
     typer.echo(f"disabled {username}")
 
 
 @user_app.command("list")
 def list_(config: ConfigOption = None) -> None:
     """List accounts with role and state."""
-    try:
-        rows = users.list_users(_engine(config))
-    except GateError as exc:
-        raise _fail(exc) from None
+    rows = users.list_users(_engine(config))
     for user in rows:
         state = "disabled" if user.disabled else "active"
         typer.echo(f"{user.username}\t{user.role}\t{state}")
