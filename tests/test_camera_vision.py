@@ -136,31 +136,67 @@ def test_classifier_flip_average_and_crop_shape() -> None:
         assert p.shape == (1, 3) and abs(float(p.sum()) - 1) < 1e-4
 
 
-def test_classifier_takes_its_crop_size_from_the_model(tmp_path: Path) -> None:
-    """A 96 px network needs 96 px crops: the size is read from the ONNX input, not assumed."""
+def tiny_classifier(path: Path, weights: np.ndarray, size: int = 64) -> Path:
+    """The smallest honest classifier: average colour per channel times `weights` -> 3 logits."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    # The smallest honest classifier: average colour per channel -> 3 logits.
     graph = helper.make_graph(
         [
             helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
             helper.make_node("Flatten", ["pooled"], ["flat"]),
             helper.make_node("Gemm", ["flat", "w", "b"], ["logits"]),
         ],
-        "wide96",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 96, 96])],
+        path.stem,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, size, size])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 3])],
         [
-            numpy_helper.from_array(np.eye(3, dtype=np.float32), "w"),
+            numpy_helper.from_array(weights.astype(np.float32), "w"),
             numpy_helper.from_array(np.zeros(3, np.float32), "b"),
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    path = tmp_path / "wide96.onnx"
     onnx.save(model, path)
+    return path
+
+
+def test_classifier_takes_its_crop_size_from_the_model(tmp_path: Path) -> None:
+    """A 96 px network needs 96 px crops: the size is read from the ONNX input, not assumed."""
+    path = tiny_classifier(tmp_path / "wide96.onnx", np.eye(3), size=96)
     clf = MaskClassifier(path, flip_average=True)
     assert clf.input_size == 96 and MaskClassifier().input_size == 64
     p = clf.classify(np.full((200, 200, 3), 128, np.uint8), [(50, 50, 80, 80)])
     assert p.shape == (1, 3) and abs(float(p.sum()) - 1) < 1e-4
+
+
+def test_merged_members_average_their_log_probabilities(tmp_path: Path) -> None:
+    """`gate models merge` builds one graph whose output is the members' mean log-softmax."""
+    import onnx
+
+    from gate.camera.classifier import log_softmax
+    from gate.camera.train import _averaged
+
+    weights = [np.eye(3) * 4, np.array([[0, 2, -1], [1, 0, 3], [-2, 1, 0]]), -np.eye(3)]
+    paths = [tiny_classifier(tmp_path / f"m{i}.onnx", w) for i, w in enumerate(weights)]
+    merged = tmp_path / "merged.onnx"
+    onnx.save(_averaged([onnx.load(p) for p in paths]), merged)
+    crops = np.stack([np.full((64, 64, 3), v, np.uint8) for v in ((20, 90, 200), (250, 5, 60))])
+    members = [MaskClassifier(p, bias=(0, 0, 0)).probabilities(crops) for p in paths]
+    expected = np.exp(log_softmax(np.mean([np.log(p) for p in members], axis=0)))
+    got = MaskClassifier(merged, bias=(0, 0, 0)).probabilities(crops)
+    assert np.allclose(got, expected, atol=1e-4)
+    assert not np.allclose(got, members[0], atol=1e-2)  # really a mix, not the first member
+
+
+def test_merge_refuses_a_single_or_unreadable_member(tmp_path: Path) -> None:
+    from gate.camera.train import merge
+    from gate.errors import GateError
+
+    one = tiny_classifier(tmp_path / "one.onnx", np.eye(3))
+    with pytest.raises(GateError, match="at least two"):
+        merge(tmp_path, tmp_path / "det.tflite", [one], tmp_path / "out.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(GateError, match=r"junk\.onnx"):
+        merge(tmp_path, tmp_path / "det.tflite", [one, tmp_path / "junk.onnx"], tmp_path / "o.onnx")
+    assert not (tmp_path / "o.onnx").exists()

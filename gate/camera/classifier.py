@@ -99,12 +99,12 @@ class MaskClassifier:
         if self.flip_average:
             x = np.concatenate([x, x[..., ::-1]])
         logits = self._session.run(None, {self._input: np.ascontiguousarray(x)})[0]
-        logp = logits - _logsumexp(logits)
+        logp = log_softmax(logits)
         if self.flip_average:
             n = len(crops)
             logp = (logp[:n] + logp[n:]) / 2
         z = logp + self.bias
-        p = np.exp(z - _logsumexp(z))
+        p = np.exp(log_softmax(z))
         self.last_ms = (time.perf_counter() - start) * 1000
         return p
 
@@ -117,6 +117,7 @@ class MaskClassifier:
         )
 
 
-def _logsumexp(z: np.ndarray) -> np.ndarray:
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax, computed stably."""
     m = z.max(axis=1, keepdims=True)
-    return m + np.log(np.exp(z - m).sum(axis=1, keepdims=True))
+    return z - (m + np.log(np.exp(z - m).sum(axis=1, keepdims=True)))

@@ -15,7 +15,9 @@ from gate.config import DEFAULT_DATA_DIR
 
 DEFAULT_DATASETS = Path("../shared/datasets")
 
-models_app = typer.Typer(help="Fetch and check the face detector model.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Fetch the face detector; merge trained mask models.", no_args_is_help=True
+)
 
 DataDir = Annotated[
     Path, typer.Option("--data-dir", help="Where models are cached (<data_dir>/models).")
@@ -33,6 +35,29 @@ def models_fetch(
     from gate.camera.models import fetch_detector
 
     fetch_detector(data_dir, force=force, log=lambda line: typer.echo(line, err=True))
+
+
+@models_app.command("merge")
+def models_merge(
+    out: Annotated[Path, typer.Argument(help="Where to write the merged ONNX model.")],
+    members: Annotated[list[Path], typer.Argument(help="Two or more models from `gate train`.")],
+    datasets: Annotated[
+        Path, typer.Option(help="Folder holding face-mask-scenes/ (for the validation part).")
+    ] = DEFAULT_DATASETS,
+    cache: Annotated[
+        Path | None, typer.Option(help="Collected faces written by `gate train --cache`.")
+    ] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Average trained mask models into one and calibrate its bias on the validation part."""
+    from gate.camera.models import detector_path
+    from gate.camera.train import merge
+
+    report = merge(
+        datasets, detector_path(data_dir), members, out, cache=cache,
+        log=lambda line: typer.echo(line, err=True),
+    )  # fmt: skip
+    typer.echo(json.dumps(report, indent=1))
 
 
 def train(
@@ -58,6 +83,9 @@ def train(
         Path | None,
         typer.Option(help="Reuse (or write) the collected faces here, outside the repo."),
     ] = None,
+    scene_repeat: Annotated[
+        int, typer.Option(min=1, help="Show each scene face this many times per epoch.")
+    ] = 1,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Train the mask classifier from scratch on the training split and export it to ONNX."""
@@ -68,6 +96,7 @@ def train(
         datasets, detector_path(data_dir), out, epochs=epochs, max_minutes=max_minutes,
         threads=threads, seed=seed, log=lambda line: typer.echo(line, err=True),
         input_size=input_size, arch=arch, ema=ema, lr=lr, cache=cache,
+        scene_repeat=scene_repeat,
     )  # fmt: skip
     typer.echo(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=1))
 

@@ -20,9 +20,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gate.camera.classifier import CROP_SCALE, INPUT_SIZE, LABELS, face_crop
+from gate.camera.classifier import CROP_SCALE, INPUT_SIZE, LABELS, face_crop, log_softmax
 from gate.camera.data import SPLIT_SEED, in_test_split, read_class_folders, read_voc
-from gate.camera.detector import FaceDetector, box_in_face_image
+from gate.camera.detector import FaceDetector, box_in_face_image, greedy_match, iou
+from gate.camera.evaluate import MATCH_IOU
 from gate.camera.verdict import Box
 from gate.errors import GateError
 
@@ -33,6 +34,7 @@ CONTEXT = 1.5
 # (centre unchanged, side ≈ 1.07 × width ≈ 0.88 × height, spread ≈ 0.1 / 0.2).
 DET_FROM_GT_W, DET_FROM_GT_H = 1.07, 0.88
 MIN_TRAIN_FACE = 20
+MIN_EVAL_FACE = 40
 VAL_SEED = SPLIT_SEED + 1  # a validation part of the training images, for model selection
 VAL_SHARE = 0.12
 
@@ -58,10 +60,24 @@ def context_patch(image: np.ndarray, box: Box, size: int = INPUT_SIZE) -> np.nda
     return face_crop(image, box, size=round(size * CONTEXT), scale=CROP_SCALE * CONTEXT)
 
 
+def scene_boxes(detector: FaceDetector, image: np.ndarray, faces: tuple) -> list[Box | None]:
+    """For each labelled face, the box the gate's own detector draws for it (tiled pass, as
+    `gate eval` runs it), or None when the detector misses it."""
+    found = detector.detect_tiled(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), int(MIN_EVAL_FACE * 0.7))
+    boxes = [d.box for d in found]
+    match = greedy_match([f.box for f in faces], boxes, iou, MATCH_IOU)
+    return [boxes[match[i]] if i in match else None for i in range(len(faces))]
+
+
 def collect(
     datasets: Path, detector: FaceDetector, log: Callable[[str], None], size: int = INPUT_SIZE
 ) -> Samples:
-    """Training and validation faces; the held-out test images are never opened."""
+    """Training and validation faces; the held-out test images are never opened.
+
+    Scene faces are cropped around the detector's own box where it finds them, so
+    training sees the framing inference sees; faces it misses fall back to the box
+    it would likely draw. Validation keeps only found faces, as `gate eval` scores them.
+    """
     patches, labels, widths, parts, sources = [], [], [], [], []
     label_index = {lab: i for i, lab in enumerate(LABELS)}
     scenes = datasets / "face-mask-scenes"
@@ -75,10 +91,11 @@ def collect(
             log(f"skipping unreadable {item.image}")
             continue
         part = "val" if in_test_split(item.image, VAL_SEED, VAL_SHARE) else "train"
-        for face in item.faces:
-            if face.box[2] < MIN_TRAIN_FACE:
+        for face, found in zip(item.faces, scene_boxes(detector, image, item.faces), strict=True):
+            if face.box[2] < MIN_TRAIN_FACE or (part == "val" and found is None):
                 continue
-            patches.append(context_patch(image, detector_like_box(face.box), size))
+            box = found if found is not None else detector_like_box(face.box)
+            patches.append(context_patch(image, box, size))
             labels.append(label_index[face.label])
             widths.append(face.box[2])
             parts.append(part)
@@ -230,6 +247,37 @@ def calibrate_bias(logp: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return best
 
 
+def _require_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise GateError(
+            "training needs the [train] extra: pip install 'entry-gate[train]'"
+        ) from None
+
+
+def load_samples(
+    datasets: Path,
+    detector_model: Path,
+    log: Callable[[str], None],
+    input_size: int = INPUT_SIZE,
+    cache: Path | None = None,
+) -> Samples:
+    """The collected faces, from `cache` when it holds them (else collected and saved there)."""
+    if cache is not None and cache.is_file():
+        with np.load(cache) as z:
+            samples = Samples(*(z[k] for k in ("patches", "labels", "widths", "part", "source")))
+        if samples.patches.shape[1] != round(input_size * CONTEXT):
+            raise GateError(f"{cache} holds patches for another input size")
+        log(f"loaded {len(samples.labels)} collected faces from {cache}")
+        return samples
+    with FaceDetector(detector_model, min_confidence=0.5) as detector:
+        samples = collect(datasets, detector, log, input_size)
+    if cache is not None:
+        np.savez(cache, **samples.__dict__)
+    return samples
+
+
 def train(
     datasets: Path,
     detector_model: Path,
@@ -245,33 +293,20 @@ def train(
     ema: float = 0.0,
     lr: float = 3e-3,
     cache: Path | None = None,
+    scene_repeat: int = 1,
 ) -> dict:
     """Train, pick the best epoch on validation, calibrate the bias, export ONNX. Returns a report."""
-    try:
-        import torch
-        import torch.nn.functional as F
-    except ImportError:
-        raise GateError(
-            "training needs the [train] extra: pip install 'entry-gate[train]'"
-        ) from None
+    _require_torch()
+    import torch
+    import torch.nn.functional as F
+
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
     started = time.monotonic()
-    samples = None
-    if cache is not None and cache.is_file():
-        with np.load(cache) as z:
-            samples = Samples(*(z[k] for k in ("patches", "labels", "widths", "part", "source")))
-        if samples.patches.shape[1] != round(input_size * CONTEXT):
-            raise GateError(f"{cache} holds patches for another input size")
-        log(f"loaded {len(samples.labels)} collected faces from {cache}")
-    if samples is None:
-        with FaceDetector(detector_model, min_confidence=0.5) as detector:
-            samples = collect(datasets, detector, log, input_size)
-        if cache is not None:
-            np.savez(cache, **samples.__dict__)
+    samples = load_samples(datasets, detector_model, log, input_size, cache)
     is_train = samples.part == "train"
-    is_val = (samples.part == "val") & (samples.widths >= 40)
+    is_val = (samples.part == "val") & (samples.widths >= MIN_EVAL_FACE)
     log(
         f"{is_train.sum()} training faces, {is_val.sum()} validation faces >= 40 px, "
         f"per class {np.bincount(samples.labels[is_train], minlength=3).tolist()} "
@@ -296,13 +331,16 @@ def train(
         else None
     )
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
-    steps = epochs * math.ceil(len(x_train) / batch_size)
+    # Scene faces look like the gate's view; repeating them tilts each epoch towards them.
+    scenes = np.flatnonzero(samples.source[is_train] == "scenes")
+    pool = np.concatenate([np.arange(len(x_train))] + [scenes] * (scene_repeat - 1))
+    steps = epochs * math.ceil(len(pool) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     best: dict = {"score": -1.0}
     history = []
     for epoch in range(epochs):
         net.train()
-        order = torch.from_numpy(rng.permutation(len(x_train)))
+        order = torch.from_numpy(rng.permutation(pool))
         total = 0.0
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
@@ -320,9 +358,9 @@ def train(
         s = val_scores(logp, y_val, np.zeros(3, np.float32))
         s["score"] = target_score(s)
         elapsed = (time.monotonic() - started) / 60
-        history.append({"epoch": epoch + 1, "loss": total / len(x_train), **s, "minutes": elapsed})
+        history.append({"epoch": epoch + 1, "loss": total / len(pool), **s, "minutes": elapsed})
         log(
-            f"epoch {epoch + 1}/{epochs} loss {total / len(x_train):.3f} val acc {s['accuracy']:.3f} "
+            f"epoch {epoch + 1}/{epochs} loss {total / len(pool):.3f} val acc {s['accuracy']:.3f} "
             f"no_mask {s['recall_no_mask']:.3f} incorrect {s['recall_incorrect_mask']:.3f} "
             f"({elapsed:.1f} min)"
         )
@@ -344,6 +382,7 @@ def train(
         "input_size": input_size,
         "arch": arch,
         "ema": ema,
+        "scene_repeat": scene_repeat,
         "n_train": int(is_train.sum()),
         "n_val": int(is_val.sum()),
         "train_per_class": counts.astype(int).tolist(),
@@ -387,3 +426,113 @@ def export_onnx(net, out: Path, bias: np.ndarray, size: int = INPUT_SIZE) -> Non
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(out))
+
+
+def merge(
+    datasets: Path,
+    detector_model: Path,
+    members: list[Path],
+    out: Path,
+    log: Callable[[str], None] = print,
+    cache: Path | None = None,
+) -> dict:
+    """Average trained members into one ONNX model and calibrate its bias on validation.
+
+    Runs of different seeds get different faces wrong; averaging their
+    log-probabilities cancels part of that. Weights are stored as float16 to keep
+    the file small; onnxruntime folds them back to float32 when it loads the model.
+    """
+    import onnx
+
+    if len(members) < 2:
+        raise GateError("merging needs at least two member models")
+    models = []
+    for path in members:
+        try:
+            models.append(onnx.load(str(path)))
+        except Exception as exc:  # onnx raises protobuf, OS and its own errors
+            raise GateError(f"cannot read member model {path}: {exc}") from None
+    sizes = {m.graph.input[0].type.tensor_type.shape.dim[-1].dim_value for m in models}
+    if len(sizes) != 1:
+        raise GateError(f"members take different input sizes: {sorted(sizes)}")
+    size = sizes.pop()
+    model = _averaged(models)
+    _require_torch()
+    import torch
+
+    samples = load_samples(datasets, detector_model, log, size, cache)
+    is_val = (samples.part == "val") & (samples.widths >= MIN_EVAL_FACE)
+    x_val = nominal(torch.from_numpy(samples.patches[is_val]), size).numpy()
+    y_val = samples.labels[is_val]
+    logp = _onnx_val_logp(model, x_val)
+    bias = calibrate_bias(logp, y_val)
+    meta = {
+        "labels": ",".join(LABELS),
+        "bias": ",".join(f"{b:.3f}" for b in bias),
+        "input": f"RGB {size}x{size} in [-1,1], face_crop scale {CROP_SCALE}",
+        "members": str(len(models)),
+    }
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(out))
+    report = {
+        "members": [str(p) for p in members],
+        "bias": bias.tolist(),
+        "n_val": int(is_val.sum()),
+        "val_before_bias": val_scores(logp, y_val, np.zeros(3, np.float32)),
+        "val_after_bias": val_scores(logp, y_val, bias),
+    }
+    out.with_suffix(".train.json").write_text(json.dumps(report, indent=1))
+    log(f"wrote {out} ({len(models)} members, bias {bias.tolist()})")
+    return report
+
+
+def _averaged(models: list) -> object:  # list[onnx.ModelProto] -> onnx.ModelProto
+    """One graph: every member reads `crops`; `logits` is the mean of their log-softmax."""
+    import onnx
+    from onnx import compose, helper, numpy_helper
+
+    nodes, initializers, member_outputs = [], [], []
+    for i, member in enumerate(models):
+        graph = compose.add_prefix(member, f"m{i}_").graph
+        renamed_input, shared_input = graph.input[0].name, models[0].graph.input[0].name
+        for node in graph.node:
+            node.input[:] = [shared_input if x == renamed_input else x for x in node.input]
+        for init in graph.initializer:  # float16 storage, cast back once at load
+            half = numpy_helper.from_array(
+                numpy_helper.to_array(init).astype(np.float16), f"{init.name}_f16"
+            )
+            initializers.append(half)
+            nodes.append(
+                helper.make_node("Cast", [half.name], [init.name], to=onnx.TensorProto.FLOAT)
+            )
+        nodes.extend(graph.node)
+        logp = f"m{i}_logp"
+        nodes.append(helper.make_node("LogSoftmax", [graph.output[0].name], [logp], axis=1))
+        member_outputs.append(logp)
+    count = numpy_helper.from_array(np.array(len(models), np.float32), "member_count")
+    initializers.append(count)
+    nodes.append(helper.make_node("Sum", member_outputs, ["logp_sum"]))
+    nodes.append(helper.make_node("Div", ["logp_sum", count.name], ["logits"]))
+    first = models[0]
+    logits = helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["n", len(LABELS)])
+    graph = helper.make_graph(
+        nodes, "mask_ensemble", [first.graph.input[0]], [logits], initializers
+    )
+    model = helper.make_model(graph, opset_imports=first.opset_import)
+    model.ir_version = first.ir_version
+    onnx.checker.check_model(model)
+    return model
+
+
+def _onnx_val_logp(model, x_val: np.ndarray) -> np.ndarray:
+    """Validation log-probabilities of an in-memory ONNX model, flip-averaged like `gate eval`."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    halves = []
+    for x in (x_val, x_val[..., ::-1]):
+        logits = session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        halves.append(log_softmax(logits))
+    return (halves[0] + halves[1]) / 2
