@@ -83,9 +83,6 @@ def train(
         Path | None,
         typer.Option(help="Reuse (or write) the collected faces here, outside the repo."),
     ] = None,
-    scene_repeat: Annotated[
-        int, typer.Option(min=1, help="Show each scene face this many times per epoch.")
-    ] = 1,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Train the mask classifier from scratch on the training split and export it to ONNX."""
@@ -96,7 +93,6 @@ def train(
         datasets, detector_path(data_dir), out, epochs=epochs, max_minutes=max_minutes,
         threads=threads, seed=seed, log=lambda line: typer.echo(line, err=True),
         input_size=input_size, arch=arch, ema=ema, lr=lr, cache=cache,
-        scene_repeat=scene_repeat,
     )  # fmt: skip
     typer.echo(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=1))
 

@@ -293,7 +293,6 @@ def train(
     ema: float = 0.0,
     lr: float = 3e-3,
     cache: Path | None = None,
-    scene_repeat: int = 1,
 ) -> dict:
     """Train, pick the best epoch on validation, calibrate the bias, export ONNX. Returns a report."""
     _require_torch()
@@ -331,16 +330,13 @@ def train(
         else None
     )
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
-    # Scene faces look like the gate's view; repeating them tilts each epoch towards them.
-    scenes = np.flatnonzero(samples.source[is_train] == "scenes")
-    pool = np.concatenate([np.arange(len(x_train))] + [scenes] * (scene_repeat - 1))
-    steps = epochs * math.ceil(len(pool) / batch_size)
+    steps = epochs * math.ceil(len(x_train) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     best: dict = {"score": -1.0}
     history = []
     for epoch in range(epochs):
         net.train()
-        order = torch.from_numpy(rng.permutation(pool))
+        order = torch.from_numpy(rng.permutation(len(x_train)))
         total = 0.0
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
@@ -358,9 +354,9 @@ def train(
         s = val_scores(logp, y_val, np.zeros(3, np.float32))
         s["score"] = target_score(s)
         elapsed = (time.monotonic() - started) / 60
-        history.append({"epoch": epoch + 1, "loss": total / len(pool), **s, "minutes": elapsed})
+        history.append({"epoch": epoch + 1, "loss": total / len(x_train), **s, "minutes": elapsed})
         log(
-            f"epoch {epoch + 1}/{epochs} loss {total / len(pool):.3f} val acc {s['accuracy']:.3f} "
+            f"epoch {epoch + 1}/{epochs} loss {total / len(x_train):.3f} val acc {s['accuracy']:.3f} "
             f"no_mask {s['recall_no_mask']:.3f} incorrect {s['recall_incorrect_mask']:.3f} "
             f"({elapsed:.1f} min)"
         )
@@ -382,7 +378,6 @@ def train(
         "input_size": input_size,
         "arch": arch,
         "ema": ema,
-        "scene_repeat": scene_repeat,
         "n_train": int(is_train.sum()),
         "n_val": int(is_val.sum()),
         "train_per_class": counts.astype(int).tolist(),
