@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import playwright.sync_api as playwright_api
 import pytest
 
@@ -88,9 +88,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator
         url = f"http://127.0.0.1:{port}"
         for _ in range(200):
             try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 time.sleep(0.1)
         for role in ("security", "manager"):
             gate_command(

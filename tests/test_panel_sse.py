@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from gate.events import EventBus
@@ -20,7 +20,7 @@ EVENTS = 20
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[LiveServer, FakeRuntime, dict[str, str]]]:
     app, runtime = make_app(tmp_path)
-    with LiveServer(app) as live, httpx.Client(base_url=live.url) as client:
+    with LiveServer(app) as live, httpx2.Client(base_url=live.url) as client:
         token = csrf_of(client.get("/login").text)
         client.post(
             "/login", data={"username": "security", "password": PASSWORD, "csrf_token": token}
@@ -28,7 +28,7 @@ def served(tmp_path: Path) -> Iterator[tuple[LiveServer, FakeRuntime, dict[str, 
         yield live, runtime, dict(client.cookies)
 
 
-async def read_events(response: httpx.Response, kind: str, count: int) -> list[tuple[int, dict]]:
+async def read_events(response: httpx2.Response, kind: str, count: int) -> list[tuple[int, dict]]:
     """(id, data) of the first ``count`` events of ``kind`` on an open SSE response."""
     got: list[tuple[int, dict]] = []
     event_id, event_kind = 0, ""
@@ -58,8 +58,8 @@ def test_fifty_clients_each_receive_every_event(
     live, runtime, cookies = served
 
     async def scenario() -> list[list[tuple[int, dict]]]:
-        limits = httpx.Limits(max_connections=CLIENTS + 5)
-        async with httpx.AsyncClient(
+        limits = httpx2.Limits(max_connections=CLIENTS + 5)
+        async with httpx2.AsyncClient(
             base_url=live.url, cookies=cookies, limits=limits, timeout=60
         ) as client:
 
@@ -89,7 +89,7 @@ def test_a_reconnecting_client_gets_what_it_missed_once(
     live, runtime, cookies = served
 
     async def scenario() -> tuple[list[int], list[int]]:
-        async with httpx.AsyncClient(base_url=live.url, cookies=cookies, timeout=30) as client:
+        async with httpx2.AsyncClient(base_url=live.url, cookies=cookies, timeout=30) as client:
             async with client.stream("GET", "/live/events") as response:
                 reader = asyncio.create_task(read_events(response, "entry", 3))
                 await wait_for_subscribers(runtime.bus, 1)
@@ -116,7 +116,7 @@ def test_the_kiosk_stream_carries_prompts_and_nothing_else(
 
     async def scenario() -> tuple[str, list[str]]:
         async with (
-            httpx.AsyncClient(base_url=live.url, timeout=30) as client,  # no login
+            httpx2.AsyncClient(base_url=live.url, timeout=30) as client,  # no login
             client.stream("GET", "/kiosk/events") as response,
         ):
             assert response.status_code == 200

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-import httpx
+import httpx2
 import pytest
 from fastapi.routing import APIRoute
 from starlette.routing import Mount
@@ -95,14 +95,14 @@ def concrete(path: str) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: PARAMS[m.group(1)], path)
 
 
-def status_of(client: httpx.Client, method: str, path: str, **kwargs: object) -> int:
+def status_of(client: httpx2.Client, method: str, path: str, **kwargs: object) -> int:
     """Status without reading the body: streams never end by themselves."""
     with client.stream(method, concrete(path), follow_redirects=False, **kwargs) as response:
         return response.status_code
 
 
-def logged_in(base: str, role: Role) -> tuple[httpx.Client, str]:
-    client = httpx.Client(base_url=base, timeout=10, headers={"accept": "text/html"})
+def logged_in(base: str, role: Role) -> tuple[httpx2.Client, str]:
+    client = httpx2.Client(base_url=base, timeout=10, headers={"accept": "text/html"})
     token = csrf_of(client.get("/login").text)
     answer = client.post(
         "/login", data={"username": role.value, "password": PASSWORD, "csrf_token": token}
@@ -129,7 +129,7 @@ def test_every_route_is_in_the_matrix(server: tuple[LiveServer, object]) -> None
 
 def test_without_a_session_only_public_routes_answer(server: tuple[LiveServer, object]) -> None:
     live, _app = server
-    client = httpx.Client(base_url=live.url, timeout=10, headers={"accept": "text/html"})
+    client = httpx2.Client(base_url=live.url, timeout=10, headers={"accept": "text/html"})
     for (method, path), roles in MATRIX.items():
         with client.stream(method, concrete(path), follow_redirects=False) as response:
             status, location = response.status_code, response.headers.get("location", "")
@@ -182,7 +182,7 @@ def test_state_changes_without_the_csrf_token_are_refused(
 
 def test_login_itself_needs_the_token(server: tuple[LiveServer, object]) -> None:
     live, _app = server
-    client = httpx.Client(base_url=live.url, timeout=10)
+    client = httpx2.Client(base_url=live.url, timeout=10)
     client.get("/login")
     answer = client.post(
         "/login", data={"username": "admin", "password": PASSWORD}, follow_redirects=False
