@@ -21,6 +21,10 @@ def test_kiosk_is_only_served_to_kiosk_addresses(tmp_path: Path) -> None:
     for host in ("10.0.0.5", "127.0.0.1"):
         assert client_for(app, host=host).get("/kiosk").status_code == 403
         assert client_for(app, host=host).get("/kiosk/events").status_code == 403
+    # The kiosk's own address, but relayed by a proxy for someone else: refused.
+    relayed = client_for(app, host="10.0.0.9")
+    for header in ("x-forwarded-for", "forwarded", "x-real-ip"):
+        assert relayed.get("/kiosk", headers={header: "203.0.113.5"}).status_code == 403
 
 
 def test_kiosk_shows_vietnamese_first_then_english(tmp_path: Path) -> None:

@@ -87,6 +87,10 @@ def test_metrics_from_loopback_or_with_the_token_only(tmp_path: Path) -> None:
     metrics.DECISIONS.labels(outcome="admitted").inc()
     local = client_for(app, host="127.0.0.1").get("/metrics")
     assert local.status_code == 200
+    proxied = client_for(app, host="127.0.0.1").get(
+        "/metrics", headers={"x-forwarded-for": "203.0.113.5"}
+    )
+    assert proxied.status_code == 401  # a local proxy relaying an outside request
     for name in (
         "gate_frames_total",
         "gate_inference_ms_bucket",

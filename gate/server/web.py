@@ -94,6 +94,22 @@ def panel(request: Request) -> Panel:
     return request.app.state.panel
 
 
+# Headers a reverse proxy adds when it relays a request on someone else's behalf.
+PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+def direct_client(request: Request) -> str:
+    """The peer address, or "" for a request relayed by a proxy.
+
+    The kiosk and /metrics trust the address alone. Behind a proxy on the same
+    host every visitor would look like 127.0.0.1, so a relayed request counts
+    as coming from nowhere in particular.
+    """
+    if request.client is None or any(h in request.headers for h in PROXY_HEADERS):
+        return ""
+    return request.client.host
+
+
 def session_of(request: Request) -> SessionData | None:
     if not hasattr(request.state, "session"):
         request.state.session = panel(request).codec.loads(request.cookies.get(COOKIE))

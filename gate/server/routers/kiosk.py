@@ -16,13 +16,12 @@ from gate.events import Event
 from gate.server import streams
 from gate.server.i18n import translate
 from gate.server.texts import PROMPTS
-from gate.server.web import panel, render
+from gate.server.web import direct_client, panel, render
 
 
 def kiosk_address(request: Request) -> None:
-    """403 unless the client address is one of server.kiosk_addresses."""
-    host = request.client.host if request.client else ""
-    if host not in panel(request).settings.server.kiosk_addresses:
+    """403 unless the client (not relayed by a proxy) is one of server.kiosk_addresses."""
+    if direct_client(request) not in panel(request).settings.server.kiosk_addresses:
         raise HTTPException(403, "this screen is only served to the kiosk")
 
 

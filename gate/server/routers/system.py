@@ -1,7 +1,8 @@
 """Health check and Prometheus metrics for the machines that watch the gate.
 
 /healthz is open: it says only whether the database answers. /metrics is open
-to loopback clients (a Prometheus agent or an SSH tunnel on the gate itself)
+to loopback clients (a Prometheus agent or an SSH tunnel on the gate itself,
+but not a request a local reverse proxy relays)
 and otherwise needs ``Authorization: Bearer <token>`` with the token stored in
 ``<data_dir>/metrics_token``; with no token file, remote scrapes are refused.
 Prometheus cannot log in to a web form, hence not the session cookie.
@@ -20,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from gate import metrics
-from gate.server.web import panel
+from gate.server.web import direct_client, panel
 
 router = APIRouter()
 LOOPBACK = {"127.0.0.1", "::1"}
@@ -53,8 +54,7 @@ def metrics_token(data_dir: Path) -> str | None:
 
 @router.get("/metrics")
 async def prometheus(request: Request) -> Response:
-    host = request.client.host if request.client else ""
-    if host not in LOOPBACK:
+    if direct_client(request) not in LOOPBACK:
         token = metrics_token(panel(request).settings.data_dir)
         given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if token is None or not hmac.compare_digest(given.encode(), token.encode()):
