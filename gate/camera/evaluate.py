@@ -21,12 +21,13 @@ from gate.camera.classifier import LABELS, MODEL_PATH, MaskClassifier
 from gate.camera.data import is_voc, read_class_folders, read_voc, select_split
 from gate.camera.detector import FaceDetector, box_in_face_image, greedy_match, iou
 from gate.camera.models import detector_path
-from gate.camera.verdict import MaskLabel
+from gate.camera.verdict import Box, MaskLabel
 from gate.errors import GateError
 
 log = logging.getLogger(__name__)
 
 MATCH_IOU = 0.4
+MIN_FACE = 40  # px: the issue's floor for scored faces
 SIZE_BANDS = ((40, 80), (80, 160), (160, 100_000))
 
 
@@ -83,7 +84,7 @@ def evaluate(
     path: Path,
     data_dir: Path,
     *,
-    min_face: int = 40,
+    min_face: int = MIN_FACE,
     split: str = "all",
     limit: int | None = None,
     classifier_path: Path = MODEL_PATH,
@@ -101,6 +102,15 @@ def evaluate(
             report = _eval_crops(path, detector, classifier, split, limit, progress)
     report.update(split=split, min_face=min_face, model=str(classifier_path))
     return report
+
+
+def scene_detections(detector: FaceDetector, image: np.ndarray, min_face: int) -> list[Box]:
+    """Face boxes in a BGR scene photo, found the way scored scenes are searched (tiled).
+
+    Detections a little under `min_face` still match labelled faces at `min_face`.
+    """
+    found = detector.detect_tiled(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), int(min_face * 0.7))
+    return [d.box for d in found]
 
 
 def _thin(items: list, limit: int | None) -> list:
@@ -124,9 +134,7 @@ def _eval_voc(path, detector, classifier, min_face, split, limit, progress) -> d
             log.warning("unreadable image skipped: %s", item.image)
             continue
         start = time.perf_counter()
-        # Detections a little under min_face still match labelled faces at min_face.
-        found = detector.detect_tiled(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), int(min_face * 0.7))
-        boxes = [d.box for d in found]
+        boxes = scene_detections(detector, image, min_face)
         probs = classifier.classify(image, boxes)
         ms.append((time.perf_counter() - start) * 1000)
         match = greedy_match([f.box for f in item.faces], boxes, iou, MATCH_IOU)

@@ -23,7 +23,8 @@ import numpy as np
 from gate.camera.classifier import CROP_SCALE, INPUT_SIZE, LABELS, face_crop, log_softmax
 from gate.camera.data import SPLIT_SEED, in_test_split, read_class_folders, read_voc
 from gate.camera.detector import FaceDetector, box_in_face_image, greedy_match, iou
-from gate.camera.evaluate import MATCH_IOU
+from gate.camera.evaluate import MATCH_IOU, scene_detections
+from gate.camera.evaluate import MIN_FACE as MIN_FACE_SCORED
 from gate.camera.verdict import Box
 from gate.errors import GateError
 
@@ -34,7 +35,6 @@ CONTEXT = 1.5
 # (centre unchanged, side ≈ 1.07 × width ≈ 0.88 × height, spread ≈ 0.1 / 0.2).
 DET_FROM_GT_W, DET_FROM_GT_H = 1.07, 0.88
 MIN_TRAIN_FACE = 20
-MIN_EVAL_FACE = 40
 VAL_SEED = SPLIT_SEED + 1  # a validation part of the training images, for model selection
 VAL_SHARE = 0.12
 
@@ -63,8 +63,7 @@ def context_patch(image: np.ndarray, box: Box, size: int = INPUT_SIZE) -> np.nda
 def scene_boxes(detector: FaceDetector, image: np.ndarray, faces: tuple) -> list[Box | None]:
     """For each labelled face, the box the gate's own detector draws for it (tiled pass, as
     `gate eval` runs it), or None when the detector misses it."""
-    found = detector.detect_tiled(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), int(MIN_EVAL_FACE * 0.7))
-    boxes = [d.box for d in found]
+    boxes = scene_detections(detector, image, MIN_FACE_SCORED)
     match = greedy_match([f.box for f in faces], boxes, iou, MATCH_IOU)
     return [boxes[match[i]] if i in match else None for i in range(len(faces))]
 
@@ -305,7 +304,7 @@ def train(
     started = time.monotonic()
     samples = load_samples(datasets, detector_model, log, input_size, cache)
     is_train = samples.part == "train"
-    is_val = (samples.part == "val") & (samples.widths >= MIN_EVAL_FACE)
+    is_val = (samples.part == "val") & (samples.widths >= MIN_FACE_SCORED)
     log(
         f"{is_train.sum()} training faces, {is_val.sum()} validation faces >= 40 px, "
         f"per class {np.bincount(samples.labels[is_train], minlength=3).tolist()} "
@@ -456,7 +455,7 @@ def merge(
     import torch
 
     samples = load_samples(datasets, detector_model, log, size, cache)
-    is_val = (samples.part == "val") & (samples.widths >= MIN_EVAL_FACE)
+    is_val = (samples.part == "val") & (samples.widths >= MIN_FACE_SCORED)
     x_val = nominal(torch.from_numpy(samples.patches[is_val]), size).numpy()
     y_val = samples.labels[is_val]
     logp = _onnx_val_logp(model, x_val)
