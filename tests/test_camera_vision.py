@@ -136,7 +136,9 @@ def test_classifier_flip_average_and_crop_shape() -> None:
         assert p.shape == (1, 3) and abs(float(p.sum()) - 1) < 1e-4
 
 
-def tiny_classifier(path: Path, weights: np.ndarray, size: int = 64) -> Path:
+def tiny_classifier(
+    path: Path, weights: np.ndarray, size: int = 64, framing: dict[str, str] | None = None
+) -> Path:
     """The smallest honest classifier: average colour per channel times `weights` -> 3 logits."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -157,6 +159,8 @@ def tiny_classifier(path: Path, weights: np.ndarray, size: int = 64) -> Path:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    for key, value in (framing or {}).items():
+        model.metadata_props.add(key=key, value=value)
     onnx.save(model, path)
     return path
 
@@ -168,6 +172,24 @@ def test_classifier_takes_its_crop_size_from_the_model(tmp_path: Path) -> None:
     assert clf.input_size == 96 and MaskClassifier().input_size == 64
     p = clf.classify(np.full((200, 200, 3), 128, np.uint8), [(50, 50, 80, 80)])
     assert p.shape == (1, 3) and abs(float(p.sum()) - 1) < 1e-4
+
+
+def test_classifier_frames_faces_as_its_model_records(tmp_path: Path) -> None:
+    """A model trained on wider, lower crops gets them: scale and shift come from its metadata."""
+    image = np.zeros((400, 400, 3), np.uint8)
+    image[225:] = 255  # white from a little below the face box down
+    box = (150, 100, 100, 100)
+    lower = tiny_classifier(
+        tmp_path / "lower.onnx", np.eye(3) * 8, framing={"crop_scale": "1.6", "crop_shift": "0.2"}
+    )
+    default = tiny_classifier(tmp_path / "default.onnx", np.eye(3) * 8)
+    wide, plain = MaskClassifier(lower), MaskClassifier(default)
+    assert (wide.crop_scale, wide.crop_shift) == (1.6, 0.2)
+    assert (plain.crop_scale, plain.crop_shift) == (1.25, 0.0)
+    expected = wide.probabilities(face_crop(image, box, 64, 1.6, 0.2)[None])
+    assert np.allclose(wide.classify(image, [box]), expected)
+    # The lower crop (y 90-250) reaches the white part; the default one (y 87-213) does not.
+    assert wide.crop(image, box).mean() > 20 and plain.crop(image, box).mean() == 0
 
 
 def test_merged_members_average_their_log_probabilities(tmp_path: Path) -> None:
@@ -196,6 +218,9 @@ def test_merge_refuses_a_single_or_unreadable_member(tmp_path: Path) -> None:
     one = tiny_classifier(tmp_path / "one.onnx", np.eye(3))
     with pytest.raises(GateError, match="at least two"):
         merge(tmp_path, tmp_path / "det.tflite", [one], tmp_path / "out.onnx")
+    other = tiny_classifier(tmp_path / "other.onnx", np.eye(3), framing={"crop_shift": "0.1"})
+    with pytest.raises(GateError, match="frame faces differently"):
+        merge(tmp_path, tmp_path / "det.tflite", [one, other], tmp_path / "o.onnx")
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(GateError, match=r"junk\.onnx"):
         merge(tmp_path, tmp_path / "det.tflite", [one, tmp_path / "junk.onnx"], tmp_path / "o.onnx")

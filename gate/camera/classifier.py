@@ -19,24 +19,34 @@ MODEL_PATH = Path(__file__).with_name("mask_classifier.onnx")
 INPUT_SIZE = 64
 # Crop side as a multiple of the (square) BlazeFace box: keeps chin and mask edges in view.
 CROP_SCALE = 1.25
+# How far the crop centre sits below the box centre, as a share of the box side. A model
+# records its own scale and shift in its metadata; these are the values for models without.
+CROP_SHIFT = 0.0
 # Output order of the network.
 LABELS: tuple[MaskLabel, ...] = (MaskLabel.MASK, MaskLabel.INCORRECT_MASK, MaskLabel.NO_MASK)
 
 
-def crop_window(box: Box, scale: float = CROP_SCALE) -> tuple[float, float, float]:
+def crop_window(
+    box: Box, scale: float = CROP_SCALE, shift: float = CROP_SHIFT
+) -> tuple[float, float, float]:
     """Centre x, centre y and side of the square crop around a detector box."""
     x, y, w, h = box
-    return x + w / 2, y + h / 2, max(w, h) * scale
+    side = max(w, h)
+    return x + w / 2, y + h / 2 + shift * side, side * scale
 
 
 def face_crop(
-    image: np.ndarray, box: Box, size: int = INPUT_SIZE, scale: float = CROP_SCALE
+    image: np.ndarray,
+    box: Box,
+    size: int = INPUT_SIZE,
+    scale: float = CROP_SCALE,
+    shift: float = CROP_SHIFT,
 ) -> np.ndarray:
     """Square crop around a face box, resized to `size`, edges padded by replication.
 
     Works in the image's own channel order; callers pass BGR.
     """
-    cx, cy, side = crop_window(box, scale)
+    cx, cy, side = crop_window(box, scale, shift)
     k = size / max(side, 1.0)
     # One affine warp does crop, pad and resize in a single pass.
     m = np.array([[k, 0, size / 2 - k * cx], [0, k, size / 2 - k * cy]], dtype=np.float32)
@@ -87,6 +97,9 @@ class MaskClassifier:
             bias if bias is not None else [float(v) for v in meta.get("bias", "0,0,0").split(",")],
             dtype=np.float32,
         )
+        # The framing the network was trained on.
+        self.crop_scale = float(meta.get("crop_scale", CROP_SCALE))
+        self.crop_shift = float(meta.get("crop_shift", CROP_SHIFT))
         self.flip_average = flip_average
         self.last_ms = 0.0
 
@@ -108,13 +121,15 @@ class MaskClassifier:
         self.last_ms = (time.perf_counter() - start) * 1000
         return p
 
+    def crop(self, image: np.ndarray, box: Box) -> np.ndarray:
+        """The crop of one face, framed as this model was trained."""
+        return face_crop(image, box, self.input_size, self.crop_scale, self.crop_shift)
+
     def classify(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:
         """Probabilities for each face box of a BGR image."""
         if not boxes:
             return np.zeros((0, len(LABELS)), dtype=np.float32)
-        return self.probabilities(
-            np.stack([face_crop(image, b, size=self.input_size) for b in boxes])
-        )
+        return self.probabilities(np.stack([self.crop(image, b) for b in boxes]))
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:

@@ -74,6 +74,13 @@ def train(
     threads: Annotated[int, typer.Option(min=1)] = 2,
     seed: int = 7,
     input_size: Annotated[int, typer.Option(help="Crop side in pixels.")] = 64,
+    crop_scale: Annotated[
+        float, typer.Option(min=1.0, max=2.0, help="Crop side as a multiple of the face box.")
+    ] = 1.25,
+    crop_shift: Annotated[
+        float,
+        typer.Option(min=-0.3, max=0.3, help="Crop centre below the box centre, in box sides."),
+    ] = 0.0,
     arch: Annotated[str, typer.Option(help="vgg or vgg-wide.")] = "vgg",
     ema: Annotated[
         float, typer.Option(help="Weight EMA decay per step; 0 keeps the raw weights.")
@@ -87,12 +94,13 @@ def train(
 ) -> None:
     """Train the mask classifier from scratch on the training split and export it to ONNX."""
     from gate.camera.models import detector_path
+    from gate.camera.train import Framing
     from gate.camera.train import train as run_training
 
     report = run_training(
         datasets, detector_path(data_dir), out, epochs=epochs, max_minutes=max_minutes,
         threads=threads, seed=seed, log=lambda line: typer.echo(line, err=True),
-        input_size=input_size, arch=arch, ema=ema, lr=lr, cache=cache,
+        frame=Framing(input_size, crop_scale, crop_shift), arch=arch, ema=ema, lr=lr, cache=cache,
     )  # fmt: skip
     typer.echo(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=1))
 

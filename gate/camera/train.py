@@ -20,7 +20,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gate.camera.classifier import CROP_SCALE, INPUT_SIZE, LABELS, face_crop, log_softmax
+from gate.camera.classifier import (
+    CROP_SCALE,
+    CROP_SHIFT,
+    INPUT_SIZE,
+    LABELS,
+    face_crop,
+    log_softmax,
+)
 from gate.camera.data import SPLIT_SEED, in_test_split, read_class_folders, read_voc
 from gate.camera.detector import FaceDetector, box_in_face_image, greedy_match, iou
 from gate.camera.evaluate import MATCH_IOU, scene_detections
@@ -28,9 +35,9 @@ from gate.camera.evaluate import MIN_FACE as MIN_FACE_SCORED
 from gate.camera.verdict import Box
 from gate.errors import GateError
 
-# Training patches hold this much more context than the final crop, so the
-# random zoom and shift can look outside the nominal window.
-CONTEXT = 1.5
+# Training patches span this many box sides around the box centre, at twice the input
+# size, so the random zoom and shift (and a wider or lower framing) stay inside them.
+PATCH_SPAN = 2.5
 # Measured on training images: BlazeFace's square box against the VOC box
 # (centre unchanged, side ≈ 1.07 × width ≈ 0.88 × height, spread ≈ 0.1 / 0.2).
 DET_FROM_GT_W, DET_FROM_GT_H = 1.07, 0.88
@@ -47,9 +54,26 @@ def detector_like_box(box: Box) -> Box:
     return round(cx - side / 2), round(cy - side / 2), round(side), round(side)
 
 
+@dataclass(frozen=True)
+class Framing:
+    """How a face is cut out for the network: side in pixels, and the crop's scale and
+    downward shift in box sides (see `classifier.crop_window`)."""
+
+    size: int = INPUT_SIZE
+    scale: float = CROP_SCALE
+    shift: float = CROP_SHIFT
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            "input": f"RGB {self.size}x{self.size} in [-1,1]",
+            "crop_scale": f"{self.scale:g}",
+            "crop_shift": f"{self.shift:g}",
+        }
+
+
 @dataclass
 class Samples:
-    patches: np.ndarray  # (N, P, P, 3) uint8 BGR crop windows with context, P = 1.5 × input
+    patches: np.ndarray  # (N, P, P, 3) uint8 BGR windows of PATCH_SPAN box sides, P = 2 × input
     labels: np.ndarray  # (N,) index into LABELS
     widths: np.ndarray  # (N,) face width in source pixels
     part: np.ndarray  # (N,) "train" or "val"
@@ -57,7 +81,7 @@ class Samples:
 
 
 def context_patch(image: np.ndarray, box: Box, size: int = INPUT_SIZE) -> np.ndarray:
-    return face_crop(image, box, size=round(size * CONTEXT), scale=CROP_SCALE * CONTEXT)
+    return face_crop(image, box, size=2 * size, scale=PATCH_SPAN, shift=0.0)
 
 
 def scene_boxes(detector: FaceDetector, image: np.ndarray, faces: tuple) -> list[Box | None]:
@@ -169,17 +193,21 @@ def build_net(arch: str = "vgg"):  # -> torch.nn.Module
     )
 
 
-def augment(batch, rng: np.random.Generator, size: int = INPUT_SIZE):  # uint8 NHWC BGR → NCHW RGB
+def augment(
+    batch, rng: np.random.Generator, frame: Framing
+):  # uint8 NHWC BGR patches → NCHW RGB in [-1, 1]
     """Detector-box jitter, flips, rotation, colour, low resolution and noise, on a whole batch."""
     import torch
     import torch.nn.functional as F
 
-    n = batch.shape[0]
+    n, size = batch.shape[0], frame.size
     x = batch.flip(-1).permute(0, 3, 1, 2).float() / 255.0  # BGR → RGB, NCHW
-    scale = np.clip(np.exp(rng.normal(0, 0.15, n)), 0.75, 1.4) / CONTEXT
+    scale = np.clip(np.exp(rng.normal(0, 0.15, n)), 0.75, 1.4) * frame.scale / PATCH_SPAN
     angle = np.radians(rng.uniform(-12, 12, n))
     flip = np.where(rng.random(n) < 0.5, -1.0, 1.0)
-    shift = np.clip(rng.normal(0, 0.06, (n, 2)), -0.15, 0.15)
+    # Box-centre jitter in box sides, as BlazeFace's boxes wander.
+    shift = np.clip(rng.normal(0, 0.055, (n, 2)), -0.14, 0.14) * 2 / PATCH_SPAN
+    shift[:, 1] += frame.shift * 2 / PATCH_SPAN
     theta = np.zeros((n, 2, 3), dtype=np.float32)
     theta[:, 0, 0] = scale * np.cos(angle) * flip
     theta[:, 0, 1] = -scale * np.sin(angle)
@@ -209,14 +237,16 @@ def augment(batch, rng: np.random.Generator, size: int = INPUT_SIZE):  # uint8 N
     return x.clamp(0, 1) * 2 - 1
 
 
-def nominal(batch, size: int = INPUT_SIZE):  # centre crop without augmentation, as inference
+def nominal(batch, frame: Framing):  # the inference framing, without augmentation
+    import torch
     import torch.nn.functional as F
 
     x = batch.flip(-1).permute(0, 3, 1, 2).float() / 255.0
-    patch = x.shape[-1]
-    lo = (patch - round(patch / CONTEXT)) // 2
-    x = x[:, :, lo : patch - lo, lo : patch - lo]
-    return F.interpolate(x, size=(size, size), mode="area") * 2 - 1
+    k = frame.scale / PATCH_SPAN
+    theta = torch.tensor([[k, 0, 0], [0, k, frame.shift * 2 / PATCH_SPAN]]).expand(len(x), 2, 3)
+    grid = F.affine_grid(theta, [len(x), 3, frame.size, frame.size], align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return x * 2 - 1
 
 
 def val_scores(logp: np.ndarray, labels: np.ndarray, bias: np.ndarray) -> dict[str, float]:
@@ -266,7 +296,7 @@ def load_samples(
     if cache is not None and cache.is_file():
         with np.load(cache) as z:
             samples = Samples(*(z[k] for k in ("patches", "labels", "widths", "part", "source")))
-        if samples.patches.shape[1] != round(input_size * CONTEXT):
+        if samples.patches.shape[1] != 2 * input_size:
             raise GateError(f"{cache} holds patches for another input size")
         log(f"loaded {len(samples.labels)} collected faces from {cache}")
         return samples
@@ -287,7 +317,7 @@ def train(
     threads: int = 2,
     max_minutes: float = 25.0,
     log: Callable[[str], None] = print,
-    input_size: int = INPUT_SIZE,
+    frame: Framing = Framing(),
     arch: str = "vgg",
     ema: float = 0.0,
     lr: float = 3e-3,
@@ -302,7 +332,7 @@ def train(
     torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
     started = time.monotonic()
-    samples = load_samples(datasets, detector_model, log, input_size, cache)
+    samples = load_samples(datasets, detector_model, log, frame.size, cache)
     is_train = samples.part == "train"
     is_val = (samples.part == "val") & (samples.widths >= MIN_FACE_SCORED)
     log(
@@ -312,7 +342,7 @@ def train(
     )
     x_train = torch.from_numpy(samples.patches[is_train])
     y_train = torch.from_numpy(samples.labels[is_train]).long()
-    x_val = nominal(torch.from_numpy(samples.patches[is_val]), input_size)
+    x_val = nominal(torch.from_numpy(samples.patches[is_val]), frame)
     y_val = samples.labels[is_val]
     counts = np.bincount(samples.labels[is_train], minlength=3).astype(np.float64)
     weights = torch.tensor((counts.sum() / counts) ** 0.5, dtype=torch.float32)
@@ -339,7 +369,7 @@ def train(
         total = 0.0
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
-            logits = net(augment(x_train[idx], rng, input_size))
+            logits = net(augment(x_train[idx], rng, frame))
             loss = F.cross_entropy(logits, y_train[idx], weight=weights, label_smoothing=0.05)
             opt.zero_grad()
             loss.backward()
@@ -374,7 +404,9 @@ def train(
         "bias": bias.tolist(),
         "val_before_bias": val_scores(logp, y_val, np.zeros(3, np.float32)),
         "val_after_bias": val_scores(logp, y_val, bias),
-        "input_size": input_size,
+        "input_size": frame.size,
+        "crop_scale": frame.scale,
+        "crop_shift": frame.shift,
         "arch": arch,
         "ema": ema,
         "n_train": int(is_train.sum()),
@@ -383,7 +415,7 @@ def train(
         "minutes": (time.monotonic() - started) / 60,
         "history": history,
     }
-    export_onnx(net, out, bias, input_size)
+    export_onnx(net, out, bias, frame)
     out.with_suffix(".train.json").write_text(json.dumps(report, indent=1))
     log(f"wrote {out} (best epoch {best['epoch']}, bias {bias.tolist()})")
     return report
@@ -400,24 +432,21 @@ def _val_logp(net, x_val) -> np.ndarray:
     return ((a + b) / 2).numpy()
 
 
-def export_onnx(net, out: Path, bias: np.ndarray, size: int = INPUT_SIZE) -> None:
-    """Write the network as ONNX (logits out) with its labels and calibrated bias as metadata."""
+def export_onnx(net, out: Path, bias: np.ndarray, frame: Framing) -> None:
+    """Write the network as ONNX (logits out) with its labels, framing and calibrated bias
+    as metadata."""
     import onnx
     import torch
 
     net.eval()
-    dummy = torch.zeros(1, 3, size, size)
+    dummy = torch.zeros(1, 3, frame.size, frame.size)
     torch.onnx.export(
         net, (dummy,), str(out), input_names=["crops"], output_names=["logits"],
         dynamic_axes={"crops": {0: "n"}, "logits": {0: "n"}}, opset_version=17, dynamo=False,
     )  # fmt: skip
     model = onnx.load(str(out))
-    meta = {
-        "labels": ",".join(LABELS),
-        "bias": ",".join(f"{b:.3f}" for b in bias),
-        "input": f"RGB {size}x{size} in [-1,1], face_crop scale {CROP_SCALE}",
-    }
-    for key, value in meta.items():
+    meta = {"labels": ",".join(LABELS), "bias": ",".join(f"{b:.3f}" for b in bias)}
+    for key, value in (meta | frame.metadata()).items():
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(out))
 
@@ -446,27 +475,26 @@ def merge(
             models.append(onnx.load(str(path)))
         except Exception as exc:  # onnx raises protobuf, OS and its own errors
             raise GateError(f"cannot read member model {path}: {exc}") from None
-    sizes = {m.graph.input[0].type.tensor_type.shape.dim[-1].dim_value for m in models}
-    if len(sizes) != 1:
-        raise GateError(f"members take different input sizes: {sorted(sizes)}")
-    size = sizes.pop()
+    frames = {_framing(m) for m in models}
+    if len(frames) != 1:
+        raise GateError(f"members frame faces differently: {sorted(frames, key=str)}")
+    frame = frames.pop()
     model = _averaged(models)
     _require_torch()
     import torch
 
-    samples = load_samples(datasets, detector_model, log, size, cache)
+    samples = load_samples(datasets, detector_model, log, frame.size, cache)
     is_val = (samples.part == "val") & (samples.widths >= MIN_FACE_SCORED)
-    x_val = nominal(torch.from_numpy(samples.patches[is_val]), size).numpy()
+    x_val = nominal(torch.from_numpy(samples.patches[is_val]), frame).numpy()
     y_val = samples.labels[is_val]
     logp = _onnx_val_logp(model, x_val)
     bias = calibrate_bias(logp, y_val)
     meta = {
         "labels": ",".join(LABELS),
         "bias": ",".join(f"{b:.3f}" for b in bias),
-        "input": f"RGB {size}x{size} in [-1,1], face_crop scale {CROP_SCALE}",
         "members": str(len(models)),
     }
-    for key, value in meta.items():
+    for key, value in (meta | frame.metadata()).items():
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(out))
     report = {
@@ -479,6 +507,16 @@ def merge(
     out.with_suffix(".train.json").write_text(json.dumps(report, indent=1))
     log(f"wrote {out} ({len(models)} members, bias {bias.tolist()})")
     return report
+
+
+def _framing(model) -> Framing:  # onnx.ModelProto -> Framing
+    """The framing a trained model records (older models: the defaults)."""
+    meta = {p.key: p.value for p in model.metadata_props}
+    return Framing(
+        model.graph.input[0].type.tensor_type.shape.dim[-1].dim_value,
+        float(meta.get("crop_scale", CROP_SCALE)),
+        float(meta.get("crop_shift", CROP_SHIFT)),
+    )
 
 
 def _averaged(models: list) -> object:  # list[onnx.ModelProto] -> onnx.ModelProto
