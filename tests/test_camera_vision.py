@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gate.camera.classifier import MaskClassifier, face_crop
+from gate.camera.classifier import Framing, MaskClassifier, face_crop
 from gate.camera.models import fetch_detector
 from gate.camera.pipeline import Vision
 from gate.camera.simulated import SimulatedCamera, SimVisitor, demo_visitors
@@ -169,7 +169,7 @@ def test_classifier_takes_its_crop_size_from_the_model(tmp_path: Path) -> None:
     """A 96 px network needs 96 px crops: the size is read from the ONNX input, not assumed."""
     path = tiny_classifier(tmp_path / "wide96.onnx", np.eye(3), size=96)
     clf = MaskClassifier(path, flip_average=True)
-    assert clf.input_size == 96 and MaskClassifier().input_size == 64
+    assert clf.views[0].size == 96 and MaskClassifier().views[0].size == 64
     p = clf.classify(np.full((200, 200, 3), 128, np.uint8), [(50, 50, 80, 80)])
     assert p.shape == (1, 3) and abs(float(p.sum()) - 1) < 1e-4
 
@@ -184,12 +184,12 @@ def test_classifier_frames_faces_as_its_model_records(tmp_path: Path) -> None:
     )
     default = tiny_classifier(tmp_path / "default.onnx", np.eye(3) * 8)
     wide, plain = MaskClassifier(lower), MaskClassifier(default)
-    assert (wide.crop_scale, wide.crop_shift) == (1.6, 0.2)
-    assert (plain.crop_scale, plain.crop_shift) == (1.25, 0.0)
+    assert wide.views == [Framing(64, 1.6, 0.2)] and plain.views == [Framing(64, 1.25, 0.0)]
     expected = wide.probabilities(face_crop(image, box, 64, 1.6, 0.2)[None])
     assert np.allclose(wide.classify(image, [box]), expected)
     # The lower crop (y 90-250) reaches the white part; the default one (y 87-213) does not.
-    assert wide.crop(image, box).mean() > 20 and plain.crop(image, box).mean() == 0
+    assert wide.views[0].crop(image, box).mean() > 20
+    assert plain.views[0].crop(image, box).mean() == 0
 
 
 def test_merged_members_average_their_log_probabilities(tmp_path: Path) -> None:
@@ -211,6 +211,41 @@ def test_merged_members_average_their_log_probabilities(tmp_path: Path) -> None:
     assert not np.allclose(got, members[0], atol=1e-2)  # really a mix, not the first member
 
 
+def test_members_with_different_framings_become_views_of_one_model(tmp_path: Path) -> None:
+    """Members trained on different framings each get their own input, cropped their way."""
+    import onnx
+
+    from gate.camera.classifier import framing_metadata, log_softmax
+    from gate.camera.train import _averaged, _framings
+
+    low = {"crop_scale": "1.75", "crop_shift": "0.2"}
+    plain = tiny_classifier(tmp_path / "plain.onnx", np.eye(3) * 6)
+    lower = tiny_classifier(
+        tmp_path / "lower.onnx", np.array([[0, 3, 0], [2, 0, 1], [0, 0, 4]]), framing=low
+    )
+    views = [Framing(64, 1.25, 0.0), Framing(64, 1.75, 0.2)]
+    model = _averaged([onnx.load(plain), onnx.load(lower)], [0, 1])
+    for key, value in framing_metadata(views).items():
+        model.metadata_props.add(key=key, value=value)
+    merged = tmp_path / "merged.onnx"
+    onnx.save(model, merged)
+    assert _framings(model) == views
+
+    image = np.random.default_rng(3).integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    image[200:] = (0, 40, 250)  # a coloured band only the lower view reaches
+    box = (100, 80, 90, 90)
+    both = MaskClassifier(merged, bias=(0, 0, 0), flip_average=True)
+    assert both.views == views
+    members = [
+        MaskClassifier(p, bias=(0, 0, 0), flip_average=True).classify(image, [box])
+        for p in (plain, lower)
+    ]
+    expected = np.exp(log_softmax(np.mean([np.log(p) for p in members], axis=0)))
+    assert np.allclose(both.classify(image, [box]), expected, atol=1e-4)
+    with pytest.raises(ValueError, match="2 views"):
+        both.probabilities(views[0].crop(image, box)[None])
+
+
 def test_merge_refuses_a_single_or_unreadable_member(tmp_path: Path) -> None:
     from gate.camera.train import merge
     from gate.errors import GateError
@@ -218,9 +253,9 @@ def test_merge_refuses_a_single_or_unreadable_member(tmp_path: Path) -> None:
     one = tiny_classifier(tmp_path / "one.onnx", np.eye(3))
     with pytest.raises(GateError, match="at least two"):
         merge(tmp_path, tmp_path / "det.tflite", [one], tmp_path / "out.onnx")
-    other = tiny_classifier(tmp_path / "other.onnx", np.eye(3), framing={"crop_shift": "0.1"})
-    with pytest.raises(GateError, match="frame faces differently"):
-        merge(tmp_path, tmp_path / "det.tflite", [one, other], tmp_path / "o.onnx")
+    wide = tiny_classifier(tmp_path / "wide96.onnx", np.eye(3), size=96)
+    with pytest.raises(GateError, match="different input sizes"):
+        merge(tmp_path, tmp_path / "det.tflite", [one, wide], tmp_path / "o.onnx")
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(GateError, match=r"junk\.onnx"):
         merge(tmp_path, tmp_path / "det.tflite", [one, tmp_path / "junk.onnx"], tmp_path / "o.onnx")

@@ -1,12 +1,16 @@
-"""The project's own mask classifier (ONNX) and the face crop it was trained on.
+"""The project's own mask classifier (ONNX) and the face crops it was trained on.
 
 `face_crop` is shared by training, evaluation and the live pipeline: the
-network only works on crops framed the way it saw them in training.
+network only works on crops framed the way it saw them in training. A model
+may take several views of each face (one ONNX input per framing); its
+metadata records how each view is framed.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -54,6 +58,42 @@ def face_crop(
     return cv2.warpAffine(image, m, (size, size), flags=interp, borderMode=cv2.BORDER_REPLICATE)
 
 
+@dataclass(frozen=True)
+class Framing:
+    """How a face is cut out for one network input: side in pixels, and the crop's scale
+    and downward shift in box sides (see `crop_window`)."""
+
+    size: int = INPUT_SIZE
+    scale: float = CROP_SCALE
+    shift: float = CROP_SHIFT
+
+    def crop(self, image: np.ndarray, box: Box) -> np.ndarray:
+        return face_crop(image, box, self.size, self.scale, self.shift)
+
+
+def framing_metadata(views: Sequence[Framing]) -> dict[str, str]:
+    """Model metadata for its inputs' framings, in input order."""
+    return {
+        "input": "; ".join(f"RGB {v.size}x{v.size} in [-1,1]" for v in views),
+        "crop_scale": ",".join(f"{v.scale:g}" for v in views),
+        "crop_shift": ",".join(f"{v.shift:g}" for v in views),
+    }
+
+
+def read_framings(sizes: Sequence[int], meta: dict[str, str]) -> list[Framing]:
+    """The framing of each model input, from its sizes and metadata (defaults where absent)."""
+    scales = meta.get("crop_scale", ",".join([f"{CROP_SCALE}"] * len(sizes))).split(",")
+    shifts = meta.get("crop_shift", ",".join([f"{CROP_SHIFT}"] * len(sizes))).split(",")
+    if not len(scales) == len(shifts) == len(sizes):
+        raise GateError(f"model metadata frames {len(scales)} views but it has {len(sizes)} inputs")
+    try:
+        return [
+            Framing(n, float(a), float(b)) for n, a, b in zip(sizes, scales, shifts, strict=True)
+        ]
+    except ValueError:
+        raise GateError(f"model metadata holds a bad crop framing: {scales} / {shifts}") from None
+
+
 def to_tensor(crops: np.ndarray) -> np.ndarray:
     """uint8 BGR crops (N, H, W, 3) → float32 RGB NCHW in [-1, 1], as in training."""
     x = crops[..., ::-1].astype(np.float32) / 127.5 - 1.0
@@ -88,48 +128,50 @@ class MaskClassifier:
             )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise GateError(f"cannot load mask classifier {model_path}: {exc}") from None
-        first = self._session.get_inputs()[0]
-        self._input = first.name
-        # The crop side the network was trained on (the input's last dimension).
-        self.input_size = first.shape[-1] if isinstance(first.shape[-1], int) else INPUT_SIZE
+        inputs = self._session.get_inputs()
+        self._inputs = [i.name for i in inputs]
         meta = self._session.get_modelmeta().custom_metadata_map
+        # The views the network was trained on: each input's side (its last dimension)
+        # and the framing its metadata records.
+        sizes = [i.shape[-1] if isinstance(i.shape[-1], int) else INPUT_SIZE for i in inputs]
+        self.views = read_framings(sizes, meta)
         self.bias = np.array(
             bias if bias is not None else [float(v) for v in meta.get("bias", "0,0,0").split(",")],
             dtype=np.float32,
         )
-        # The framing the network was trained on.
-        self.crop_scale = float(meta.get("crop_scale", CROP_SCALE))
-        self.crop_shift = float(meta.get("crop_shift", CROP_SHIFT))
         self.flip_average = flip_average
         self.last_ms = 0.0
 
-    def probabilities(self, crops: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, 3) in LABELS order for uint8 BGR crops (N, S, S, 3)."""
-        if len(crops) == 0:
+    def probabilities(self, *views: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, 3) in LABELS order, from uint8 BGR crops (N, S, S, 3) of
+        the same N faces for each of the model's views, in `self.views` order."""
+        if len(views) != len(self._inputs):
+            raise ValueError(f"the model takes {len(self._inputs)} views, got {len(views)}")
+        n = len(views[0])
+        if n == 0:
             return np.zeros((0, len(LABELS)), dtype=np.float32)
         start = time.perf_counter()
-        x = to_tensor(crops)
+        feed = {}
+        for name, crops in zip(self._inputs, views, strict=True):
+            x = to_tensor(crops)
+            if self.flip_average:
+                x = np.concatenate([x, x[..., ::-1]])
+            feed[name] = np.ascontiguousarray(x)
+        logp = log_softmax(self._session.run(None, feed)[0])
         if self.flip_average:
-            x = np.concatenate([x, x[..., ::-1]])
-        logits = self._session.run(None, {self._input: np.ascontiguousarray(x)})[0]
-        logp = log_softmax(logits)
-        if self.flip_average:
-            n = len(crops)
             logp = (logp[:n] + logp[n:]) / 2
         z = logp + self.bias
         p = np.exp(log_softmax(z))
         self.last_ms = (time.perf_counter() - start) * 1000
         return p
 
-    def crop(self, image: np.ndarray, box: Box) -> np.ndarray:
-        """The crop of one face, framed as this model was trained."""
-        return face_crop(image, box, self.input_size, self.crop_scale, self.crop_shift)
-
     def classify(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:
         """Probabilities for each face box of a BGR image."""
         if not boxes:
             return np.zeros((0, len(LABELS)), dtype=np.float32)
-        return self.probabilities(np.stack([self.crop(image, b) for b in boxes]))
+        return self.probabilities(
+            *(np.stack([v.crop(image, b) for b in boxes]) for v in self.views)
+        )
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:

@@ -93,8 +93,8 @@ def train(
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Train the mask classifier from scratch on the training split and export it to ONNX."""
+    from gate.camera.classifier import Framing
     from gate.camera.models import detector_path
-    from gate.camera.train import Framing
     from gate.camera.train import train as run_training
 
     report = run_training(

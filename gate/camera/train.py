@@ -21,12 +21,13 @@ import cv2
 import numpy as np
 
 from gate.camera.classifier import (
-    CROP_SCALE,
-    CROP_SHIFT,
     INPUT_SIZE,
     LABELS,
+    Framing,
     face_crop,
+    framing_metadata,
     log_softmax,
+    read_framings,
 )
 from gate.camera.data import SPLIT_SEED, in_test_split, read_class_folders, read_voc
 from gate.camera.detector import FaceDetector, box_in_face_image, greedy_match, iou
@@ -52,23 +53,6 @@ def detector_like_box(box: Box) -> Box:
     side = (DET_FROM_GT_W * w + DET_FROM_GT_H * h) / 2
     cx, cy = x + w / 2, y + h / 2
     return round(cx - side / 2), round(cy - side / 2), round(side), round(side)
-
-
-@dataclass(frozen=True)
-class Framing:
-    """How a face is cut out for the network: side in pixels, and the crop's scale and
-    downward shift in box sides (see `classifier.crop_window`)."""
-
-    size: int = INPUT_SIZE
-    scale: float = CROP_SCALE
-    shift: float = CROP_SHIFT
-
-    def metadata(self) -> dict[str, str]:
-        return {
-            "input": f"RGB {self.size}x{self.size} in [-1,1]",
-            "crop_scale": f"{self.scale:g}",
-            "crop_shift": f"{self.shift:g}",
-        }
 
 
 @dataclass
@@ -317,7 +301,7 @@ def train(
     threads: int = 2,
     max_minutes: float = 25.0,
     log: Callable[[str], None] = print,
-    frame: Framing = Framing(),
+    frame: Framing | None = None,
     arch: str = "vgg",
     ema: float = 0.0,
     lr: float = 3e-3,
@@ -328,6 +312,7 @@ def train(
     import torch
     import torch.nn.functional as F
 
+    frame = frame or Framing()
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
@@ -446,7 +431,7 @@ def export_onnx(net, out: Path, bias: np.ndarray, frame: Framing) -> None:
     )  # fmt: skip
     model = onnx.load(str(out))
     meta = {"labels": ",".join(LABELS), "bias": ",".join(f"{b:.3f}" for b in bias)}
-    for key, value in (meta | frame.metadata()).items():
+    for key, value in (meta | framing_metadata([frame])).items():
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(out))
 
@@ -461,9 +446,11 @@ def merge(
 ) -> dict:
     """Average trained members into one ONNX model and calibrate its bias on validation.
 
-    Runs of different seeds get different faces wrong; averaging their
-    log-probabilities cancels part of that. Weights are stored as float16 to keep
-    the file small; onnxruntime folds them back to float32 when it loads the model.
+    Runs of different seeds, or trained on different framings of the face, get
+    different faces wrong; averaging their log-probabilities cancels part of that.
+    Members that frame faces alike share one input; each other framing becomes an
+    input (a view) of its own. Weights are stored as float16 to keep the file
+    small; onnxruntime folds them back to float32 when it loads the model.
     """
     import onnx
 
@@ -475,26 +462,28 @@ def merge(
             models.append(onnx.load(str(path)))
         except Exception as exc:  # onnx raises protobuf, OS and its own errors
             raise GateError(f"cannot read member model {path}: {exc}") from None
-    frames = {_framing(m) for m in models}
-    if len(frames) != 1:
-        raise GateError(f"members frame faces differently: {sorted(frames, key=str)}")
-    frame = frames.pop()
-    model = _averaged(models)
+    member_views = [_framings(m) for m in models]
+    if any(len(v) != 1 for v in member_views):
+        raise GateError("each member must be a single trained model, not a merged one")
+    views = list(dict.fromkeys(v[0] for v in member_views))  # distinct, in member order
+    if len({v.size for v in views}) != 1:
+        raise GateError(f"members take different input sizes: {sorted(v.size for v in views)}")
+    model = _averaged(models, [views.index(v[0]) for v in member_views])
     _require_torch()
     import torch
 
-    samples = load_samples(datasets, detector_model, log, frame.size, cache)
+    samples = load_samples(datasets, detector_model, log, views[0].size, cache)
     is_val = (samples.part == "val") & (samples.widths >= MIN_FACE_SCORED)
-    x_val = nominal(torch.from_numpy(samples.patches[is_val]), frame).numpy()
+    patches = torch.from_numpy(samples.patches[is_val])
     y_val = samples.labels[is_val]
-    logp = _onnx_val_logp(model, x_val)
+    logp = _onnx_val_logp(model, [nominal(patches, v).numpy() for v in views])
     bias = calibrate_bias(logp, y_val)
     meta = {
         "labels": ",".join(LABELS),
         "bias": ",".join(f"{b:.3f}" for b in bias),
         "members": str(len(models)),
     }
-    for key, value in (meta | frame.metadata()).items():
+    for key, value in (meta | framing_metadata(views)).items():
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(out))
     report = {
@@ -509,27 +498,35 @@ def merge(
     return report
 
 
-def _framing(model) -> Framing:  # onnx.ModelProto -> Framing
-    """The framing a trained model records (older models: the defaults)."""
+def _framings(model) -> list[Framing]:  # onnx.ModelProto -> one Framing per input
+    """The framings a model records for its inputs (older models: the defaults)."""
     meta = {p.key: p.value for p in model.metadata_props}
-    return Framing(
-        model.graph.input[0].type.tensor_type.shape.dim[-1].dim_value,
-        float(meta.get("crop_scale", CROP_SCALE)),
-        float(meta.get("crop_shift", CROP_SHIFT)),
-    )
+    sizes = [i.type.tensor_type.shape.dim[-1].dim_value for i in model.graph.input]
+    return read_framings(sizes, meta)
 
 
-def _averaged(models: list) -> object:  # list[onnx.ModelProto] -> onnx.ModelProto
-    """One graph: every member reads `crops`; `logits` is the mean of their log-softmax."""
+def _averaged(models: list, view_of: list[int] | None = None) -> object:
+    """One graph whose `logits` is the mean of the members' log-softmax.
+
+    Member i reads input `view_of[i]`: `crops` when all share one view, else
+    `crops_0`, `crops_1`, ... (list[onnx.ModelProto] -> onnx.ModelProto).
+    """
     import onnx
     from onnx import compose, helper, numpy_helper
 
+    view_of = view_of or [0] * len(models)
+    n_views = max(view_of) + 1
+    names = ["crops"] if n_views == 1 else [f"crops_{j}" for j in range(n_views)]
+    inputs = [
+        helper.make_value_info(name, models[view_of.index(j)].graph.input[0].type)
+        for j, name in enumerate(names)
+    ]
     nodes, initializers, member_outputs = [], [], []
     for i, member in enumerate(models):
         graph = compose.add_prefix(member, f"m{i}_").graph
-        renamed_input, shared_input = graph.input[0].name, models[0].graph.input[0].name
+        renamed_input, view_input = graph.input[0].name, names[view_of[i]]
         for node in graph.node:
-            node.input[:] = [shared_input if x == renamed_input else x for x in node.input]
+            node.input[:] = [view_input if x == renamed_input else x for x in node.input]
         for init in graph.initializer:  # float16 storage, cast back once at load
             half = numpy_helper.from_array(
                 numpy_helper.to_array(init).astype(np.float16), f"{init.name}_f16"
@@ -548,23 +545,25 @@ def _averaged(models: list) -> object:  # list[onnx.ModelProto] -> onnx.ModelPro
     nodes.append(helper.make_node("Div", ["logp_sum", count.name], ["logits"]))
     first = models[0]
     logits = helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["n", len(LABELS)])
-    graph = helper.make_graph(
-        nodes, "mask_ensemble", [first.graph.input[0]], [logits], initializers
-    )
+    graph = helper.make_graph(nodes, "mask_ensemble", inputs, [logits], initializers)
     model = helper.make_model(graph, opset_imports=first.opset_import)
     model.ir_version = first.ir_version
     onnx.checker.check_model(model)
     return model
 
 
-def _onnx_val_logp(model, x_val: np.ndarray) -> np.ndarray:
-    """Validation log-probabilities of an in-memory ONNX model, flip-averaged like `gate eval`."""
+def _onnx_val_logp(model, x_views: list[np.ndarray]) -> np.ndarray:
+    """Validation log-probabilities of an in-memory ONNX model, one tensor per input view,
+    flip-averaged like `gate eval`."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+    names = [i.name for i in session.get_inputs()]
     halves = []
-    for x in (x_val, x_val[..., ::-1]):
-        logits = session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
-        halves.append(log_softmax(logits))
+    for flip in (False, True):
+        feed = {
+            name: np.ascontiguousarray(x[..., ::-1] if flip else x, dtype=np.float32)
+            for name, x in zip(names, x_views, strict=True)
+        }
+        halves.append(log_softmax(session.run(None, feed)[0]))
     return (halves[0] + halves[1]) / 2
