@@ -41,6 +41,34 @@ def test_split_rule_is_stable_and_about_a_fifth() -> None:
         select_split([], "validation")
 
 
+def test_validation_folds_cover_every_training_image_once() -> None:
+    """Cross-validation folds and the default validation part come from one split position."""
+    import numpy as np
+
+    from gate.camera.data import split_position
+    from gate.camera.train import ALWAYS_TRAIN, VAL_SEED, VAL_SHARE, Samples
+
+    names = [f"img{i:05d}.jpg" for i in range(2000)]
+    position = np.array([split_position(n, VAL_SEED) for n in names] + [ALWAYS_TRAIN] * 50)
+    n = len(position)
+    found = np.arange(n) % 7 != 0  # some faces the detector missed
+    widths = np.where(np.arange(n) % 5 == 0, 30, 60)  # some too small to score
+    samples = Samples(np.zeros((n, 1, 1, 3), np.uint8), np.zeros(n, int), widths, position, found)
+
+    scored = found & (widths >= 40)
+    seen = np.zeros(n, int)
+    for fold in range(5):
+        train, val = samples.parts(fold, 5)
+        assert not (train & val).any() and train[-50:].all(), "crops always train"
+        assert ((~train) & scored == val).all(), "held-out faces are scored when found and large"
+        seen += ~train
+        assert 0.16 < (~train[:-50]).mean() < 0.24
+    assert (seen[:-50] == 1).all() and (seen[-50:] == 0).all()
+    train, val = samples.parts()
+    assert ((~train[:-50]) == (position[:-50] < VAL_SHARE)).all()
+    assert in_test_split("img00007.jpg") == (split_position("img00007.jpg") < 0.2)
+
+
 def test_held_out_scene_subset_gives_sane_numbers(data_dir: Path, scenes: Path) -> None:
     report = evaluate(scenes, data_dir, split="test", limit=25)
     assert report["kind"] == "voc" and report["n_images"] == 25 and report["n_faces"] > 20

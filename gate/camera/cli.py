@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from gate.config import DEFAULT_DATA_DIR
+from gate.errors import GateError
 
 DEFAULT_DATASETS = Path("../shared/datasets")
 
@@ -75,7 +76,7 @@ def train(
     seed: int = 7,
     input_size: Annotated[int, typer.Option(help="Crop side in pixels.")] = 64,
     crop_scale: Annotated[
-        float, typer.Option(min=1.0, max=2.0, help="Crop side as a multiple of the face box.")
+        float, typer.Option(min=0.6, max=2.0, help="Crop side as a multiple of the face box.")
     ] = 1.25,
     crop_shift: Annotated[
         float,
@@ -90,6 +91,13 @@ def train(
         Path | None,
         typer.Option(help="Reuse (or write) the collected faces here, outside the repo."),
     ] = None,
+    fold: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Validate on this fold of the training images (cross-validation)."
+        ),
+    ] = None,
+    folds: Annotated[int, typer.Option(min=2, help="How many folds --fold counts.")] = 5,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Train the mask classifier from scratch on the training split and export it to ONNX."""
@@ -97,12 +105,16 @@ def train(
     from gate.camera.models import detector_path
     from gate.camera.train import train as run_training
 
+    if fold is not None and fold >= folds:
+        raise GateError(f"--fold {fold} is not one of the {folds} folds (0 to {folds - 1})")
     report = run_training(
         datasets, detector_path(data_dir), out, epochs=epochs, max_minutes=max_minutes,
         threads=threads, seed=seed, log=lambda line: typer.echo(line, err=True),
         frame=Framing(input_size, crop_scale, crop_shift), arch=arch, ema=ema, lr=lr, cache=cache,
+        fold=fold, folds=folds,
     )  # fmt: skip
-    typer.echo(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=1))
+    brief = {k: v for k, v in report.items() if k != "history" and not k.startswith("val_l")}
+    typer.echo(json.dumps(brief, indent=1))
 
 
 def evaluate(

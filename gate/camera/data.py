@@ -31,16 +31,17 @@ CLASS_NAMES: dict[str, MaskLabel] = {
 }
 
 
-def in_test_split(image: Path | str, seed: int = SPLIT_SEED, share: float = TEST_SHARE) -> bool:
-    """True if this image belongs to the held-out test split.
+def split_position(image: Path | str, seed: int = SPLIT_SEED) -> float:
+    """Where an image falls in [0, 1) for splitting: SHA-256 of "<seed>:<file stem>",
+    first 8 bytes as an integer, divided by 2**64. It depends on the file name alone,
+    so an image never changes sides when others are added or removed."""
+    digest = hashlib.sha256(f"{seed}:{Path(image).stem}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
-    The rule: SHA-256 of "<seed>:<file stem>", first 8 bytes as an integer,
-    divided by 2**64, below `share`. It depends on the file name alone, so an
-    image never changes sides when others are added or removed.
-    """
-    stem = Path(image).stem
-    digest = hashlib.sha256(f"{seed}:{stem}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+def in_test_split(image: Path | str, seed: int = SPLIT_SEED, share: float = TEST_SHARE) -> bool:
+    """True if this image belongs to the held-out test split (its position below `share`)."""
+    return split_position(image, seed) < share
 
 
 def select_split(paths: list[Path], split: str) -> list[Path]:

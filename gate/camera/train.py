@@ -29,7 +29,13 @@ from gate.camera.classifier import (
     log_softmax,
     read_framings,
 )
-from gate.camera.data import SPLIT_SEED, in_test_split, read_class_folders, read_voc
+from gate.camera.data import (
+    SPLIT_SEED,
+    in_test_split,
+    read_class_folders,
+    read_voc,
+    split_position,
+)
 from gate.camera.detector import FaceDetector, box_in_face_image, greedy_match, iou
 from gate.camera.evaluate import MATCH_IOU, scene_detections
 from gate.camera.evaluate import MIN_FACE as MIN_FACE_SCORED
@@ -45,6 +51,7 @@ DET_FROM_GT_W, DET_FROM_GT_H = 1.07, 0.88
 MIN_TRAIN_FACE = 20
 VAL_SEED = SPLIT_SEED + 1  # a validation part of the training images, for model selection
 VAL_SHARE = 0.12
+ALWAYS_TRAIN = -1.0  # the split position of face-mask crops, which never validate
 
 
 def detector_like_box(box: Box) -> Box:
@@ -60,8 +67,16 @@ class Samples:
     patches: np.ndarray  # (N, P, P, 3) uint8 BGR windows of PATCH_SPAN box sides, P = 2 × input
     labels: np.ndarray  # (N,) index into LABELS
     widths: np.ndarray  # (N,) face width in source pixels
-    part: np.ndarray  # (N,) "train" or "val"
-    source: np.ndarray  # (N,) "scenes" or "crops"
+    position: np.ndarray  # (N,) the image's split position with VAL_SEED, or ALWAYS_TRAIN
+    found: np.ndarray  # (N,) whether the detector found the face (else a detector-like box)
+
+    def parts(self, fold: int | None = None, folds: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        """Training and validation masks. The validation images are the default part
+        (position below VAL_SHARE) or fold `fold` of `folds` equal slices of positions;
+        only found faces at least 40 px wide are scored, as `gate eval` scores them."""
+        low, high = (0.0, VAL_SHARE) if fold is None else (fold / folds, (fold + 1) / folds)
+        in_val = (self.position >= low) & (self.position < high)
+        return ~in_val, in_val & self.found & (self.widths >= MIN_FACE_SCORED)
 
 
 def context_patch(image: np.ndarray, box: Box, size: int = INPUT_SIZE) -> np.ndarray:
@@ -83,9 +98,9 @@ def collect(
 
     Scene faces are cropped around the detector's own box where it finds them, so
     training sees the framing inference sees; faces it misses fall back to the box
-    it would likely draw. Validation keeps only found faces, as `gate eval` scores them.
+    it would likely draw.
     """
-    patches, labels, widths, parts, sources = [], [], [], [], []
+    patches, labels, widths, positions, found_flags = [], [], [], [], []
     label_index = {lab: i for i, lab in enumerate(LABELS)}
     scenes = datasets / "face-mask-scenes"
     if not scenes.is_dir():
@@ -97,16 +112,16 @@ def collect(
         if image is None:
             log(f"skipping unreadable {item.image}")
             continue
-        part = "val" if in_test_split(item.image, VAL_SEED, VAL_SHARE) else "train"
+        position = split_position(item.image, VAL_SEED)
         for face, found in zip(item.faces, scene_boxes(detector, image, item.faces), strict=True):
-            if face.box[2] < MIN_TRAIN_FACE or (part == "val" and found is None):
+            if face.box[2] < MIN_TRAIN_FACE:
                 continue
             box = found if found is not None else detector_like_box(face.box)
             patches.append(context_patch(image, box, size))
             labels.append(label_index[face.label])
             widths.append(face.box[2])
-            parts.append(part)
-            sources.append("scenes")
+            positions.append(position)
+            found_flags.append(found is not None)
     crops = datasets / "face-mask"
     if crops.is_dir():
         for path, label in read_class_folders(crops):
@@ -116,14 +131,18 @@ def collect(
             if image is None:
                 log(f"skipping unreadable {path}")
                 continue
-            box, _ = box_in_face_image(detector, image)
+            box, was_detected = box_in_face_image(detector, image)
             patches.append(context_patch(image, box, size))
             labels.append(label_index[label])
             widths.append(box[2])
-            parts.append("train")
-            sources.append("crops")
+            positions.append(ALWAYS_TRAIN)
+            found_flags.append(was_detected)
     return Samples(
-        np.stack(patches), np.array(labels), np.array(widths), np.array(parts), np.array(sources)
+        np.stack(patches),
+        np.array(labels),
+        np.array(widths),
+        np.array(positions),
+        np.array(found_flags),
     )
 
 
@@ -279,7 +298,7 @@ def load_samples(
     """The collected faces, from `cache` when it holds them (else collected and saved there)."""
     if cache is not None and cache.is_file():
         with np.load(cache) as z:
-            samples = Samples(*(z[k] for k in ("patches", "labels", "widths", "part", "source")))
+            samples = Samples(*(z[k] for k in ("patches", "labels", "widths", "position", "found")))
         if samples.patches.shape[1] != 2 * input_size:
             raise GateError(f"{cache} holds patches for another input size")
         log(f"loaded {len(samples.labels)} collected faces from {cache}")
@@ -306,8 +325,16 @@ def train(
     ema: float = 0.0,
     lr: float = 3e-3,
     cache: Path | None = None,
+    fold: int | None = None,
+    folds: int = 5,
 ) -> dict:
-    """Train, pick the best epoch on validation, calibrate the bias, export ONNX. Returns a report."""
+    """Train, pick the best epoch on validation, calibrate the bias, export ONNX. Returns a report.
+
+    With `fold`, that slice of the training images validates instead of the default
+    part, and the report keeps the last epoch's validation log-probabilities:
+    they were not used to pick anything, so runs over all folds add up to an
+    out-of-fold score for the recipe (`benchmarks/cv_score.py`).
+    """
     _require_torch()
     import torch
     import torch.nn.functional as F
@@ -318,8 +345,7 @@ def train(
     rng = np.random.default_rng(seed)
     started = time.monotonic()
     samples = load_samples(datasets, detector_model, log, frame.size, cache)
-    is_train = samples.part == "train"
-    is_val = (samples.part == "val") & (samples.widths >= MIN_FACE_SCORED)
+    is_train, is_val = samples.parts(fold, folds)
     log(
         f"{is_train.sum()} training faces, {is_val.sum()} validation faces >= 40 px, "
         f"per class {np.bincount(samples.labels[is_train], minlength=3).tolist()} "
@@ -381,6 +407,7 @@ def train(
         if elapsed > max_minutes:
             log(f"stopping after {elapsed:.1f} min (limit {max_minutes})")
             break
+    last_logp = logp
     net.load_state_dict(best_state)
     logp = _val_logp(net, x_val)
     bias = calibrate_bias(logp, y_val)
@@ -394,12 +421,16 @@ def train(
         "crop_shift": frame.shift,
         "arch": arch,
         "ema": ema,
+        "validation": "default part" if fold is None else f"fold {fold} of {folds}",
         "n_train": int(is_train.sum()),
         "n_val": int(is_val.sum()),
         "train_per_class": counts.astype(int).tolist(),
         "minutes": (time.monotonic() - started) / 60,
         "history": history,
     }
+    if fold is not None:
+        report["val_labels"] = y_val.tolist()
+        report["val_logp_last_epoch"] = np.round(last_logp, 4).tolist()
     export_onnx(net, out, bias, frame)
     out.with_suffix(".train.json").write_text(json.dumps(report, indent=1))
     log(f"wrote {out} (best epoch {best['epoch']}, bias {bias.tolist()})")
@@ -473,7 +504,7 @@ def merge(
     import torch
 
     samples = load_samples(datasets, detector_model, log, views[0].size, cache)
-    is_val = (samples.part == "val") & (samples.widths >= MIN_FACE_SCORED)
+    _, is_val = samples.parts()
     patches = torch.from_numpy(samples.patches[is_val])
     y_val = samples.labels[is_val]
     logp = _onnx_val_logp(model, [nominal(patches, v).numpy() for v in views])
