@@ -297,8 +297,16 @@ def load_samples(
 ) -> Samples:
     """The collected faces, from `cache` when it holds them (else collected and saved there)."""
     if cache is not None and cache.is_file():
-        with np.load(cache) as z:
-            samples = Samples(*(z[k] for k in ("patches", "labels", "widths", "position", "found")))
+        fields = ("patches", "labels", "widths", "position", "found")
+        try:
+            with np.load(cache) as z:
+                if not set(fields) <= set(z.files):
+                    raise GateError(f"{cache} was written by an older gate train; delete it")
+                samples = Samples(*(z[k] for k in fields))
+        except (OSError, ValueError):  # not an .npz at all, or a damaged one
+            raise GateError(
+                f"{cache} is not a faces cache written by gate train; delete it"
+            ) from None
         if samples.patches.shape[1] != 2 * input_size:
             raise GateError(f"{cache} holds patches for another input size")
         log(f"loaded {len(samples.labels)} collected faces from {cache}")
