@@ -50,7 +50,10 @@ def models_merge(
     ] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
-    """Average trained mask models into one and calibrate its bias on the validation part."""
+    """Average trained mask models into one and calibrate its bias on the validation part.
+
+    Members trained on different framings become views: one crop of each face per framing.
+    """
     from gate.camera.models import detector_path
     from gate.camera.train import merge
 
