@@ -46,15 +46,23 @@ def scores(labels: np.ndarray, logp: np.ndarray) -> dict[str, float]:
     return out
 
 
-def bootstrap_gap(labels: np.ndarray, a: np.ndarray, b: np.ndarray, rounds: int = 2000) -> str:
-    """Accuracy of b minus a, with a 95 % interval from resampling faces (paired)."""
-    right_a = a.argmax(1) == labels
-    right_b = b.argmax(1) == labels
+def bootstrap_gap(right_a: np.ndarray, right_b: np.ndarray, rounds: int = 2000) -> str:
+    """Share right of b minus a, with a 95 % interval from resampling faces (paired)."""
     rng = np.random.default_rng(0)
-    idx = rng.integers(0, len(labels), (rounds, len(labels)))
+    idx = rng.integers(0, len(right_a), (rounds, len(right_a)))
     gaps = right_b[idx].mean(1) - right_a[idx].mean(1)
     low, high = np.percentile(gaps, [2.5, 97.5])
     return f"{right_b.mean() - right_a.mean():+.3f} (95 % interval {low:+.3f} to {high:+.3f})"
+
+
+def compare(labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> str:
+    """b against a: accuracy, and recall of the two classes the issue sets goals for."""
+    right_a, right_b = a.argmax(1) == labels, b.argmax(1) == labels
+    parts = [f"accuracy {bootstrap_gap(right_a, right_b)}"]
+    for i in (2, 1):
+        sel = labels == i
+        parts.append(f"{LABELS[i]} recall {bootstrap_gap(right_a[sel], right_b[sel])}")
+    return "; ".join(parts)
 
 
 def main() -> None:
@@ -79,9 +87,7 @@ def main() -> None:
         )
     names = list(logps)
     for other in names[1:]:
-        print(
-            f"{other} vs {names[0]}: accuracy {bootstrap_gap(labels, logps[names[0]], logps[other])}"
-        )
+        print(f"{other} vs {names[0]}: {compare(labels, logps[names[0]], logps[other])}")
 
 
 if __name__ == "__main__":
