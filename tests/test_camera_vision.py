@@ -128,12 +128,17 @@ def test_min_face_and_roi_filter_faces(data_dir: Path) -> None:
 
 
 def test_classifier_flip_average_and_crop_shape() -> None:
-    crop = face_crop(np.full((100, 100, 3), 128, np.uint8), (30, 30, 40, 40))
+    image = np.random.default_rng(5).integers(0, 256, (100, 100, 3), dtype=np.uint8)
+    crop = face_crop(image, (30, 30, 40, 40))
     assert crop.shape == (64, 64, 3)
     plain, flipped = MaskClassifier(), MaskClassifier(flip_average=True)
+    views = [v.crop(image, (30, 30, 40, 40))[None] for v in plain.views]
     for clf in (plain, flipped):
-        p = clf.probabilities(crop[None])
+        p = clf.probabilities(*views)
         assert p.shape == (1, 3) and abs(float(p.sum()) - 1) < 1e-4
+    mirrored = [v[:, :, ::-1] for v in views]  # flip averaging sees both, in either order
+    assert np.allclose(flipped.probabilities(*views), flipped.probabilities(*mirrored), atol=1e-5)
+    assert not np.allclose(plain.probabilities(*views), plain.probabilities(*mirrored), atol=1e-3)
 
 
 def tiny_classifier(

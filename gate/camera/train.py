@@ -526,7 +526,7 @@ def merge(
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(out))
     report = {
-        "members": [str(p) for p in members],
+        "members": [_member_summary(p) for p in members],
         "bias": bias.tolist(),
         "n_val": int(is_val.sum()),
         "val_before_bias": val_scores(logp, y_val, np.zeros(3, np.float32)),
@@ -535,6 +535,17 @@ def merge(
     out.with_suffix(".train.json").write_text(json.dumps(report, indent=1))
     log(f"wrote {out} ({len(models)} members, bias {bias.tolist()})")
     return report
+
+
+def _member_summary(path: Path) -> dict:
+    """A member's path and, when its training report lies beside it, what it says about it."""
+    summary: dict = {"path": str(path)}
+    report = path.with_suffix(".train.json")
+    if report.is_file():
+        trained = json.loads(report.read_text())
+        keep = ("best_epoch", "crop_scale", "crop_shift", "bias", "val_before_bias", "minutes")
+        summary |= {k: trained[k] for k in keep if k in trained}
+    return summary
 
 
 def _framings(model) -> list[Framing]:  # onnx.ModelProto -> one Framing per input
