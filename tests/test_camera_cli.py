@@ -42,3 +42,24 @@ def test_eval_without_cached_detector_names_the_fix(app: typer.Typer, tmp_path: 
     result = CliRunner().invoke(app, ["eval", str(tmp_path), "--data-dir", str(tmp_path / "empty")])
     assert isinstance(result.exception, GateError)
     assert "gate models fetch" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--out", "{blocker}/model.onnx"],
+        ["models", "merge", "{blocker}/model.onnx", "a.onnx", "b.onnx"],
+        ["train", "--fold", "5", "--folds", "5", "--out", "{tmp}/model.onnx"],
+    ],
+)
+def test_bad_training_arguments_fail_before_any_work(
+    app: typer.Typer, tmp_path: Path, args: list[str]
+) -> None:
+    """A path that cannot be written or a fold out of range stops at once, in one line."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    args = [a.format(blocker=blocker, tmp=tmp_path) for a in args]
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, GateError)
+    assert "\n" not in str(result.exception)
+    assert not list(tmp_path.glob("**/*.onnx"))

@@ -57,11 +57,20 @@ def models_merge(
     from gate.camera.models import detector_path
     from gate.camera.train import merge
 
+    _make_parent(out)
     report = merge(
         datasets, detector_path(data_dir), members, out, cache=cache,
         log=lambda line: typer.echo(line, err=True),
     )  # fmt: skip
     typer.echo(json.dumps(report, indent=1))
+
+
+def _make_parent(out: Path) -> None:
+    """Create the output's folder up front, so a bad path fails before training, not after."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GateError(f"cannot create the folder {out.parent} ({exc.strerror})") from None
 
 
 def train(
@@ -110,6 +119,7 @@ def train(
 
     if fold is not None and fold >= folds:
         raise GateError(f"--fold {fold} is not one of the {folds} folds (0 to {folds - 1})")
+    _make_parent(out)
     report = run_training(
         datasets, detector_path(data_dir), out, epochs=epochs, max_minutes=max_minutes,
         threads=threads, seed=seed, log=lambda line: typer.echo(line, err=True),
