@@ -126,8 +126,8 @@ def train(
         frame=Framing(input_size, crop_scale, crop_shift), arch=arch, ema=ema, lr=lr, cache=cache,
         fold=fold, folds=folds,
     )  # fmt: skip
-    brief = {k: v for k, v in report.items() if k != "history" and not k.startswith("val_l")}
-    typer.echo(json.dumps(brief, indent=1))
+    bulky = {"history", "val_labels", "val_logp_last_epoch"}  # kept in the .train.json file
+    typer.echo(json.dumps({k: v for k, v in report.items() if k not in bulky}, indent=1))
 
 
 def evaluate(
