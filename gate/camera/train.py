@@ -469,8 +469,17 @@ def export_onnx(net, out: Path, bias: np.ndarray, frame: Framing) -> None:
         dynamic_axes={"crops": {0: "n"}, "logits": {0: "n"}}, opset_version=17, dynamo=False,
     )  # fmt: skip
     model = onnx.load(str(out))
+    _save_with_metadata(model, out, bias, [frame])
+
+
+def _save_with_metadata(
+    model, out: Path, bias: np.ndarray, views: list[Framing], **extra: str
+) -> None:  # model: onnx.ModelProto
+    """Write a model with what the classifier reads back: labels, bias and each view's framing."""
+    import onnx
+
     meta = {"labels": ",".join(LABELS), "bias": ",".join(f"{b:.3f}" for b in bias)}
-    for key, value in (meta | framing_metadata([frame])).items():
+    for key, value in (meta | extra | framing_metadata(views)).items():
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(out))
 
@@ -517,14 +526,7 @@ def merge(
     y_val = samples.labels[is_val]
     logp = _onnx_val_logp(model, [nominal(patches, v).numpy() for v in views])
     bias = calibrate_bias(logp, y_val)
-    meta = {
-        "labels": ",".join(LABELS),
-        "bias": ",".join(f"{b:.3f}" for b in bias),
-        "members": str(len(models)),
-    }
-    for key, value in (meta | framing_metadata(views)).items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(out))
+    _save_with_metadata(model, out, bias, views, members=str(len(models)))
     report = {
         "members": [_member_summary(p) for p in members],
         "bias": bias.tolist(),
