@@ -99,6 +99,9 @@ def train(
         float, typer.Option(help="Weight EMA decay per step; 0 keeps the raw weights.")
     ] = 0.0,
     lr: Annotated[float, typer.Option(help="Peak one-cycle learning rate.")] = 3e-3,
+    mixup: Annotated[
+        float, typer.Option(min=0.0, help="Mixup Beta(a, a) parameter; 0 trains without mixup.")
+    ] = 0.0,
     cache: Annotated[
         Path | None,
         typer.Option(help="Reuse (or write) the collected faces here, outside the repo."),
@@ -124,7 +127,7 @@ def train(
         datasets, detector_path(data_dir), out, epochs=epochs, max_minutes=max_minutes,
         threads=threads, seed=seed, log=lambda line: typer.echo(line, err=True),
         frame=Framing(input_size, crop_scale, crop_shift), arch=arch, ema=ema, lr=lr, cache=cache,
-        fold=fold, folds=folds,
+        fold=fold, folds=folds, mixup=mixup,
     )  # fmt: skip
     bulky = {"history", "val_labels", "val_logp_last_epoch"}  # kept in the .train.json file
     typer.echo(json.dumps({k: v for k, v in report.items() if k not in bulky}, indent=1))

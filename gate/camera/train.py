@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -335,6 +336,7 @@ def train(
     cache: Path | None = None,
     fold: int | None = None,
     folds: int = 5,
+    mixup: float = 0.0,
 ) -> dict:
     """Train, pick the best epoch on validation, calibrate the bias, export ONNX. Returns a report.
 
@@ -388,8 +390,17 @@ def train(
         total = 0.0
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
-            logits = net(augment(x_train[idx], rng, frame))
-            loss = F.cross_entropy(logits, y_train[idx], weight=weights, label_smoothing=0.05)
+            x, y = augment(x_train[idx], rng, frame), y_train[idx]
+            loss_of = partial(F.cross_entropy, weight=weights, label_smoothing=0.05)
+            if mixup > 0:  # blend pairs of faces and their labels alike
+                share, partner = (
+                    float(rng.beta(mixup, mixup)),
+                    torch.from_numpy(rng.permutation(len(idx))),
+                )
+                logits = net(share * x + (1 - share) * x[partner])
+                loss = share * loss_of(logits, y) + (1 - share) * loss_of(logits, y[partner])
+            else:
+                loss = loss_of(net(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -429,6 +440,7 @@ def train(
         "crop_shift": frame.shift,
         "arch": arch,
         "ema": ema,
+        "mixup": mixup,
         "validation": "default part" if fold is None else f"fold {fold} of {folds}",
         "n_train": int(is_train.sum()),
         "n_val": int(is_val.sum()),
