@@ -9,7 +9,7 @@ metadata records how each view is framed.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,19 +151,15 @@ class MaskClassifier:
         if n == 0:
             return np.zeros((0, len(LABELS)), dtype=np.float32)
         start = time.perf_counter()
-        feed = {}
-        for name, crops in zip(self._inputs, views, strict=True):
-            x = to_tensor(crops)
-            if self.flip_average:
-                x = np.concatenate([x, x[..., ::-1]])
-            feed[name] = np.ascontiguousarray(x)
-        logp = log_softmax(self._session.run(None, feed)[0])
-        if self.flip_average:
-            logp = (logp[:n] + logp[n:]) / 2
+        tensors = [to_tensor(crops) for crops in views]
+        logp = (flip_averaged_logp if self.flip_average else plain_logp)(self._run, tensors)
         z = logp + self.bias
         p = np.exp(log_softmax(z))
         self.last_ms = (time.perf_counter() - start) * 1000
         return p
+
+    def _run(self, tensors: list[np.ndarray]) -> np.ndarray:
+        return self._session.run(None, dict(zip(self._inputs, tensors, strict=True)))[0]
 
     def classify(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:
         """Probabilities for each face box of a BGR image."""
@@ -172,6 +168,26 @@ class MaskClassifier:
         return self.probabilities(
             *(np.stack([v.crop(image, b) for b in boxes]) for v in self.views)
         )
+
+
+def plain_logp(
+    run: Callable[[list[np.ndarray]], np.ndarray], views: list[np.ndarray]
+) -> np.ndarray:
+    """Log-probabilities of a network `run` (float tensors of each view -> logits)."""
+    return log_softmax(run([np.ascontiguousarray(x) for x in views]))
+
+
+def flip_averaged_logp(
+    run: Callable[[list[np.ndarray]], np.ndarray], views: list[np.ndarray]
+) -> np.ndarray:
+    """Log-probabilities averaged over each face and its mirror image, in one call to `run`.
+
+    The one place flip averaging is done: inference, `gate eval`, and model selection
+    in training all score faces through it.
+    """
+    n = len(views[0])
+    logp = plain_logp(run, [np.concatenate([x, x[..., ::-1]]) for x in views])
+    return (logp[:n] + logp[n:]) / 2
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:

@@ -26,8 +26,8 @@ from gate.camera.classifier import (
     LABELS,
     Framing,
     face_crop,
+    flip_averaged_logp,
     framing_metadata,
-    log_softmax,
     read_framings,
 )
 from gate.camera.data import (
@@ -463,9 +463,7 @@ def _val_logp(net, x_val) -> np.ndarray:
 
     net.eval()
     with torch.no_grad():
-        a = torch.log_softmax(net(x_val), 1)
-        b = torch.log_softmax(net(x_val.flip(-1)), 1)
-    return ((a + b) / 2).numpy()
+        return flip_averaged_logp(lambda xs: net(torch.from_numpy(xs[0])).numpy(), [x_val.numpy()])
 
 
 def export_onnx(net, out: Path, bias: np.ndarray, frame: Framing) -> None:
@@ -623,11 +621,6 @@ def _onnx_val_logp(model, x_views: list[np.ndarray]) -> np.ndarray:
 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
-    halves = []
-    for flip in (False, True):
-        feed = {
-            name: np.ascontiguousarray(x[..., ::-1] if flip else x, dtype=np.float32)
-            for name, x in zip(names, x_views, strict=True)
-        }
-        halves.append(log_softmax(session.run(None, feed)[0]))
-    return (halves[0] + halves[1]) / 2
+    return flip_averaged_logp(
+        lambda xs: session.run(None, dict(zip(names, xs, strict=True)))[0], x_views
+    )
