@@ -12,16 +12,21 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from firmware_bridge.emulator import Emulator
 from gate.camera.pipeline import Vision
 from gate.camera.simulated import SimulatedCamera, SimVisitor
 from gate.camera.sources import FrameSource, open_source
-from gate.config import Settings, check_data_dir
+from gate.config import ServerSettings, Settings, check_data_dir
 from gate.errors import GateError
 from gate.runtime import GateRuntime
 from gate.sanitizer.station import Station
 from gate.store.db import open_database
+
+if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
 
 
 @dataclass
@@ -33,17 +38,29 @@ class Gate:
     emulator: Emulator | None
 
 
-async def serve_panel(runtime: GateRuntime) -> None:
-    """Serve the staff panel and kiosk until the runtime stops, then shut down gracefully."""
+def panel_server(app: FastAPI, settings: ServerSettings) -> uvicorn.Server:
+    """The HTTP server for the panel and kiosk."""
     import uvicorn
 
+    return uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            # Behind a trusted proxy the login rate limit and the audit see the visitor.
+            proxy_headers=bool(settings.trusted_proxies),
+            forwarded_allow_ips=settings.trusted_proxies,
+        )
+    )
+
+
+async def serve_panel(runtime: GateRuntime) -> None:
+    """Serve the staff panel and kiosk until the runtime stops, then shut down gracefully."""
     from gate.server.app import create_app
 
     settings = runtime.settings.server
-    config = uvicorn.Config(
-        create_app(runtime), host=settings.host, port=settings.port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
+    server = panel_server(create_app(runtime), settings)
     serving = asyncio.create_task(server.serve())
     stopping = asyncio.create_task(runtime.stopping())
     await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)

@@ -109,6 +109,11 @@ class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     kiosk_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        description="Reverse proxies whose X-Forwarded-For names the client (login rate "
+        "limit, audit). Empty: no proxy is trusted.",
+    )
     session_hours: float = Field(12.0, gt=0, le=24 * 30)
     timezone: str = "Asia/Ho_Chi_Minh"
     default_language: str = Field("vi", pattern="^(vi|en)$")

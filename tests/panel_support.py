@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
+from gate.assembly import panel_server
 from gate.config import Settings, load_settings
 from gate.errors import GateError
 from gate.events import EventBus
@@ -142,17 +142,13 @@ def client_for(app: FastAPI, role: str | None = None, host: str = "10.0.0.5") ->
 
 
 class LiveServer:
-    """The app under uvicorn on a free port in a thread, with its event loop reachable."""
+    """The app under the gate's own uvicorn set-up (its server settings, a free port) in a
+    thread, with its event loop reachable."""
 
     def __init__(self, app: FastAPI) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
-            )
-        )
+        self.port = free_port()
+        settings = app.state.panel.settings.server.model_copy(update={"port": self.port})
+        self.server = panel_server(app, settings)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(
             target=self.loop.run_until_complete, args=(self.server.serve(),), daemon=True
@@ -177,3 +173,10 @@ class LiveServer:
     def call(self, function: Any, *args: Any) -> None:
         """Run a plain function on the server's loop (the bus is not thread-safe)."""
         self.loop.call_soon_threadsafe(function, *args)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

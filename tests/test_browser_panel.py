@@ -11,7 +11,6 @@ import csv
 import io
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 import httpx2
 import playwright.sync_api as playwright_api
 import pytest
+
+from tests.panel_support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = REPO / "artifacts" / "screenshots"
@@ -40,12 +41,6 @@ STAFF_PASSWORD = "browser test password"
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 # `make test` installs Debian's chromium when it is missing; without it these fail, never skip.
 assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: apt-get install -y chromium"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def gate_command(env: dict[str, str], *args: str, stdin: str | None = None) -> str:

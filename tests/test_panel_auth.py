@@ -6,6 +6,7 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import select
@@ -15,7 +16,7 @@ from gate.server.security import COOKIE, RateLimiter, SessionCodec, SessionData,
 from gate.server.users import MAX_FAILURES, disable_user, set_password
 from gate.store.db import session
 from gate.store.models import AuditEvent, User
-from tests.panel_support import PASSWORD, client_for, csrf_of, login, make_app
+from tests.panel_support import PASSWORD, LiveServer, client_for, csrf_of, login, make_app
 
 
 def audit_actions(engine) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
@@ -158,3 +159,29 @@ def test_oversized_login_fields_are_refused_cleanly(tmp_path: Path) -> None:
         "/login", data={"username": "a", "password": "x" * 100_000, "csrf_token": token}
     )
     assert huge.status_code == 413
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_behind_a_trusted_proxy_the_rate_limit_and_audit_see_the_visitor(
+    tmp_path: Path, trusted: bool
+) -> None:
+    """Over real HTTP: a blocked visitor relayed by the local proxy is refused, another
+    is not, and the audit names the visitor. With no proxy trusted, the forwarded
+    address counts for nothing and the proxy's own address is used."""
+    app, runtime = make_app(tmp_path, trusted_proxies=["127.0.0.1"] if trusted else [])
+    limiter = app.state.panel.limiter
+    for _ in range(limiter.limit):
+        limiter.failed("203.0.113.7")
+    with LiveServer(app) as live:
+
+        def status_for(visitor: str) -> int:
+            relayed = {"x-forwarded-for": visitor}
+            with httpx2.Client(base_url=live.url, headers=relayed) as client:
+                return try_login(client, "nobody", "wrong password")
+
+        statuses = status_for("203.0.113.7"), status_for("203.0.113.8")
+    assert statuses == ((429, 401) if trusted else (401, 401))
+    with session(runtime.engine) as db:
+        failures = db.exec(select(AuditEvent).where(AuditEvent.action == "login_failed")).all()
+    expected = ["from 203.0.113.8"] if trusted else ["from 127.0.0.1"] * 2
+    assert sorted(a.detail for a in failures) == expected
