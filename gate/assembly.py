@@ -50,7 +50,7 @@ def panel_server(app: FastAPI, settings: ServerSettings) -> uvicorn.Server:
             log_level="warning",
             # Behind a trusted proxy the login rate limit and the audit see the visitor.
             proxy_headers=bool(settings.trusted_proxies),
-            forwarded_allow_ips=settings.trusted_proxies,
+            forwarded_allow_ips=[str(network) for network in settings.trusted_proxies],
         )
     )
 

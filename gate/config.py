@@ -13,7 +13,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -109,8 +116,9 @@ class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     kiosk_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
-    trusted_proxies: list[str] = Field(
+    trusted_proxies: list[IPvAnyNetwork] = Field(
         default_factory=lambda: ["127.0.0.1", "::1"],
+        validate_default=True,
         description="Reverse proxies whose X-Forwarded-For names the client (login rate "
         "limit, audit). Empty: no proxy is trusted.",
     )
