@@ -387,10 +387,7 @@ class Controller:
         if face.label is not MaskLabel.MASK:  # admitted under the "remind" policy
             actions.append(
                 RaiseAlert(
-                    face.label.value,
-                    Severity.WARNING,
-                    f"visitor admitted with {face.label.value} (remind policy)",
-                    entry.id,
+                    face.label.value, Severity.WARNING, Outcome.ADMITTED_REMINDED.value, entry.id
                 )
             )
         if self._mode is Mode.FULL:
@@ -423,12 +420,7 @@ class Controller:
         actions: list[Action] = [
             SaveEntry(visit.entry),
             TakeSnapshot(entry.id, denied=True),
-            RaiseAlert(
-                face.label.value,
-                Severity.WARNING,
-                f"entry refused: {face.label.value.replace('_', ' ')}",
-                entry.id,
-            ),
+            RaiseAlert(face.label.value, Severity.WARNING, outcome.value, entry.id),
         ]
         visit.saved = True
         return actions + self._show(_prompt_for(face.label))

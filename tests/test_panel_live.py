@@ -104,6 +104,19 @@ def test_alerts_are_listed_acknowledged_once_and_audited(tmp_path: Path) -> None
     assert guard.post("/api/alerts/1/ack").status_code == 404
 
 
+def test_an_entry_alert_reads_in_the_guards_language(tmp_path: Path) -> None:
+    """The controller's entry alerts carry the outcome's key, shown translated."""
+    app, runtime = make_app(tmp_path)
+    with session(runtime.engine) as db:
+        db.add(
+            Alert(gate_id="gate-1", kind="no_mask", severity="warning", message="denied_no_mask")
+        )
+        db.commit()
+    page = client_for(app, "security").get("/live").text
+    assert "<strong>Khách không đeo khẩu trang</strong>" in page
+    assert '<span class="msg">Từ chối: không đeo khẩu trang</span>' in page
+
+
 def test_the_api_overrides_and_validates_json(tmp_path: Path) -> None:
     app, runtime = make_app(tmp_path)
     guard = client_for(app, "security")
