@@ -382,6 +382,7 @@ def train(
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
     steps = epochs * math.ceil(len(x_train) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    loss_of = partial(F.cross_entropy, weight=weights, label_smoothing=0.05)
     best: dict = {"score": -1.0}
     history = []
     for epoch in range(epochs):
@@ -391,7 +392,6 @@ def train(
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
             x, y = augment(x_train[idx], rng, frame), y_train[idx]
-            loss_of = partial(F.cross_entropy, weight=weights, label_smoothing=0.05)
             if mixup > 0:  # blend pairs of faces and their labels alike
                 share, partner = (
                     float(rng.beta(mixup, mixup)),
