@@ -14,6 +14,7 @@ from gate.server import streams
 from gate.server.queries import acknowledge_alert
 from gate.store.db import session
 from gate.store.models import Alert, AuditEvent
+from gate.store.records import raise_alert
 from tests.panel_support import client_for, make_app
 
 
@@ -81,11 +82,7 @@ def test_html_in_reasons_is_escaped_everywhere(tmp_path: Path) -> None:
 
 def test_alerts_are_listed_acknowledged_once_and_audited(tmp_path: Path) -> None:
     app, runtime = make_app(tmp_path)
-    with session(runtime.engine) as db:
-        db.add(
-            Alert(gate_id="gate-1", kind="fluid_low", severity="warning", message="<b>level 9%</b>")
-        )
-        db.commit()
+    raise_alert(runtime.engine, "gate-1", "fluid_low", "warning", "<b>level 9%</b>", None)
     guard = client_for(app, "security")
     page = guard.get("/live").text
     assert "Sắp hết dung dịch sát khuẩn" in page and "&lt;b&gt;level 9%&lt;/b&gt;" in page
@@ -107,11 +104,7 @@ def test_alerts_are_listed_acknowledged_once_and_audited(tmp_path: Path) -> None
 def test_an_entry_alert_reads_in_the_guards_language(tmp_path: Path) -> None:
     """The controller's entry alerts carry the outcome's key, shown translated."""
     app, runtime = make_app(tmp_path)
-    with session(runtime.engine) as db:
-        db.add(
-            Alert(gate_id="gate-1", kind="no_mask", severity="warning", message="denied_no_mask")
-        )
-        db.commit()
+    raise_alert(runtime.engine, "gate-1", "no_mask", "warning", "denied_no_mask", None)
     page = client_for(app, "security").get("/live").text
     assert "<strong>Khách không đeo khẩu trang</strong>" in page
     assert '<span class="msg">Từ chối: không đeo khẩu trang</span>' in page
