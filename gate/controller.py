@@ -118,7 +118,7 @@ class Dispense:
 class RaiseAlert:
     kind: str
     severity: Severity
-    message: str
+    message: str  # a key the panel translates (texts.ALERT_DETAILS), else shown as it is
     entry_id: str | None = None
 
 
@@ -238,10 +238,10 @@ class Controller:
         visit = self._visit
         if kind == "fire_on":
             self._conditions.fire = True
-            return self._remode(now, reason="fire alarm input")
+            return self._remode(now)
         if kind == "fire_off":
             self._conditions.fire = False
-            return self._remode(now, reason="fire alarm cleared")
+            return self._remode(now)
         if kind == "exit_request":
             self.occupancy = max(0, self.occupancy - 1)
             return self._after_occupancy_change(now)
@@ -262,21 +262,21 @@ class Controller:
         if ok == self._conditions.camera_ok:
             return []
         self._conditions.camera_ok = ok
-        return self._remode(now, reason="camera " + ("back" if ok else "down"))
+        return self._part_alert(ok, "camera_offline", "check_camera") + self._remode(now)
 
     def station_health(self, now: float, ok: bool) -> list[Action]:
         if ok == self._conditions.station_ok:
             return []
         self._conditions.station_ok = ok
-        return self._remode(now, reason="station " + ("back" if ok else "offline"))
+        return self._part_alert(ok, "station_offline", "check_station_link") + self._remode(now)
 
     def set_lockdown(self, now: float, on: bool) -> list[Action]:
         self._conditions.lockdown = on
-        return self._remode(now, reason="lockdown " + ("on" if on else "off"))
+        return self._remode(now)
 
     def set_emergency(self, now: float, on: bool) -> list[Action]:
         self._conditions.staff_emergency = on
-        return self._remode(now, reason="emergency release " + ("on" if on else "off"))
+        return self._remode(now)
 
     def override_unlock(self, now: float) -> list[Action]:
         """Staff let someone in once. The runtime audits who and why."""
@@ -483,7 +483,12 @@ class Controller:
 
     # ------------------------------------------------------------------ modes
 
-    def _remode(self, now: float, reason: str) -> list[Action]:
+    @staticmethod
+    def _part_alert(ok: bool, kind: str, detail: str) -> list[Action]:
+        """A failing part is alerted when it fails, whatever mode the gate is in."""
+        return [] if ok else [RaiseAlert(kind, Severity.CRITICAL, detail)]
+
+    def _remode(self, now: float) -> list[Action]:
         old, new = self._mode, self._compute_mode()
         if new is old:
             return []
@@ -494,19 +499,17 @@ class Controller:
         if new is Mode.EMERGENCY:
             self._emergency_refresh_at = now + EMERGENCY_REFRESH_SECONDS
             actions.append(Unlock(MAX_UNLOCK_SECONDS, OVERRIDE_REF))
-            actions.append(RaiseAlert("emergency", Severity.CRITICAL, f"door released: {reason}"))
+            cause = "fire_alarm" if self._conditions.fire else "released_by_staff"
+            actions.append(RaiseAlert("emergency", Severity.CRITICAL, cause))
             actions += self._interrupt(now)
         elif new is Mode.DEGRADED:
-            actions.append(Lock())
-            actions.append(RaiseAlert(_degraded_kind(reason), Severity.CRITICAL, reason))
+            actions.append(Lock())  # the failing part was alerted when it failed
             actions += self._interrupt(now)
         elif new is Mode.LOCKDOWN:
             actions.append(Lock())
             actions += self._lock_out_visit(now)
         elif new is Mode.FULL:
-            actions.append(
-                RaiseAlert("capacity_reached", Severity.INFO, f"occupancy {self.occupancy}")
-            )
+            actions.append(RaiseAlert("capacity_reached", Severity.INFO, "entry_paused"))
         visit = self._visit
         if old is Mode.LOCKDOWN and visit and visit.entry.outcome is Outcome.DENIED_LOCKDOWN:
             self.state = State.CHECKING  # lockdown lifted: check the visitor still waiting
@@ -530,7 +533,7 @@ class Controller:
         return Mode.NORMAL
 
     def _after_occupancy_change(self, now: float) -> list[Action]:
-        actions = self._remode(now, reason="occupancy changed")
+        actions = self._remode(now)
         visit = self._visit
         if visit and visit.waiting and self._mode is Mode.NORMAL:
             actions += self._proceed(now, visit)
@@ -605,7 +608,3 @@ def _closed(entry: EntryRecord, at: datetime) -> EntryRecord:
 
 def _prompt_for(label: MaskLabel | None) -> Prompt:
     return Prompt.COVER_NOSE if label is MaskLabel.INCORRECT_MASK else Prompt.WEAR_MASK
-
-
-def _degraded_kind(reason: str) -> str:
-    return "camera_offline" if reason.startswith("camera") else "station_offline"

@@ -64,13 +64,14 @@ STATION_LOG_KINDS = {
     "fluid_low": "fluid_low",
     "fluid_empty": "fluid_empty",
 }
+# Station events that alert the guard: severity, and what to do (a key the panel translates).
 STATION_ALERTS = {
-    "fluid_low": (Severity.WARNING, "sanitizer fluid low"),
-    "fluid_empty": (Severity.CRITICAL, "sanitizer fluid empty"),
-    "door_forced": (Severity.CRITICAL, "door forced open"),
-    "door_held": (Severity.WARNING, "door held open"),
-    "tamper": (Severity.CRITICAL, "station tamper switch"),
-    "fault": (Severity.WARNING, "station fault"),
+    "fluid_low": (Severity.WARNING, "refill_soon"),
+    "fluid_empty": (Severity.CRITICAL, "refill_now"),
+    "door_forced": (Severity.CRITICAL, "check_door"),
+    "door_held": (Severity.WARNING, "close_door"),
+    "tamper": (Severity.CRITICAL, "check_station"),
+    "fault": (Severity.WARNING, "check_station"),
 }
 REFILL_JUMP_PERCENT = 20  # a fluid level rising this much at once is a refill
 
@@ -377,9 +378,7 @@ class GateRuntime:
         except GateError as exc:
             log.warning("station %s failed: %s", what, exc)
             if what != "lock":  # a lock that cannot be sent: the firmware relocks by itself
-                await self._alert(
-                    f"{what}_failed", Severity.CRITICAL, f"station {what} failed: {exc}"
-                )
+                await self._alert(f"{what}_failed", Severity.CRITICAL, str(exc))
 
     async def _alert(
         self, kind: str, severity: Severity, message: str, entry_id: str | None = None

@@ -21,6 +21,8 @@ import httpx2
 import playwright.sync_api as playwright_api
 import pytest
 
+from gate.server.i18n import translate
+from gate.server.texts import ALERT_DETAILS
 from tests.panel_support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,6 +170,8 @@ def test_a_guard_watches_acknowledges_and_unlocks_and_a_manager_finds_it(
     alert = guard.locator("#alerts li").first
     alert.wait_for(timeout=60_000)
     alert_id = alert.get_attribute("data-alert")
+    details = {translate("vi", text) for text in ALERT_DETAILS.values()}
+    assert alert.locator(".msg").inner_text() in details  # a key, shown in Vietnamese
     alert.locator("button").click()
     guard.wait_for_load_state()
     assert "Đã xác nhận cảnh báo." in guard.content()

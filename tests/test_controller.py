@@ -24,6 +24,7 @@ from gate.controller import (
     TakeSnapshot,
     Unlock,
 )
+from gate.server.texts import ALERT_DETAILS
 from gate.store.models import Outcome
 
 EPOCH = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
@@ -295,6 +296,43 @@ def test_camera_down_degrades_with_its_own_alert() -> None:
     actions = g.run(g.c.camera_health(0, False))
     assert [a.kind for a in actions if isinstance(a, RaiseAlert)] == ["camera_offline"]
     assert g.c.mode is Mode.DEGRADED
+
+
+def test_a_part_that_fails_under_another_mode_is_alerted_when_it_fails() -> None:
+    """The alert names the failing part at once, even while lockdown hides the
+    degraded mode, and lifting lockdown does not blame the other part."""
+    g = Gate()
+    g.run(g.c.set_lockdown(g.now, True))
+    actions = g.run(g.c.camera_health(g.now, False))
+    assert [a.kind for a in actions if isinstance(a, RaiseAlert)] == ["camera_offline"]
+    assert g.c.mode is Mode.LOCKDOWN
+    actions = g.run(g.c.station_health(g.now, False))
+    assert [a.kind for a in actions if isinstance(a, RaiseAlert)] == ["station_offline"]
+    actions = g.run(g.c.set_lockdown(g.now, False))
+    assert g.c.mode is Mode.DEGRADED and Lock() in actions
+    assert not [a for a in actions if isinstance(a, RaiseAlert)]  # both already alerted
+
+
+def test_alert_details_are_keys_the_panel_translates() -> None:
+    g = Gate(capacity=1, sanitizer_required=False)
+    g.run(g.c.camera_health(g.now, False))
+    g.run(g.c.camera_health(g.now, True))
+    g.run(g.c.set_emergency(g.now, True))
+    g.run(g.c.set_emergency(g.now, False))
+    g.station("fire_on")
+    g.station("fire_off")
+    g.see(face(MaskLabel.MASK, key="a"), seconds=0.3)
+    ref = g.of(Unlock)[-1].ref
+    g.station("door_opened", ref)
+    g.station("door_closed", ref)
+    details = [(a.kind, a.message) for a in g.of(RaiseAlert)]
+    assert details == [
+        ("camera_offline", "check_camera"),
+        ("emergency", "released_by_staff"),
+        ("emergency", "fire_alarm"),
+        ("capacity_reached", "entry_paused"),
+    ]
+    assert {message for _, message in details} <= ALERT_DETAILS.keys()
 
 
 def test_capacity_full_makes_the_visitor_wait_until_someone_leaves() -> None:

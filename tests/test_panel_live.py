@@ -10,8 +10,10 @@ import numpy as np
 from sqlmodel import select
 
 from gate.events import EventBus
+from gate.runtime import STATION_ALERTS
 from gate.server import streams
 from gate.server.queries import acknowledge_alert
+from gate.server.texts import ALERT_DETAILS
 from gate.store.db import session
 from gate.store.models import Alert, AuditEvent
 from gate.store.records import raise_alert
@@ -108,6 +110,19 @@ def test_an_entry_alert_reads_in_the_guards_language(tmp_path: Path) -> None:
     page = client_for(app, "security").get("/live").text
     assert "<strong>Khách không đeo khẩu trang</strong>" in page
     assert '<span class="msg">Từ chối: không đeo khẩu trang</span>' in page
+
+
+def test_system_alerts_say_what_to_do_in_the_guards_language(tmp_path: Path) -> None:
+    """Station and mode alerts carry a key for what to do; free text (a command's
+    error, rows from older versions) is shown as it is."""
+    app, runtime = make_app(tmp_path)
+    raise_alert(runtime.engine, "gate-1", "fluid_empty", "critical", "refill_now", None)
+    raise_alert(runtime.engine, "gate-1", "emergency", "critical", "door released: drill", None)
+    page = client_for(app, "security").get("/live").text
+    assert "<strong>Hết dung dịch sát khuẩn</strong>" in page
+    assert '<span class="msg">Châm thêm dung dịch sát khuẩn ngay</span>' in page
+    assert '<span class="msg">door released: drill</span>' in page
+    assert {detail for _, detail in STATION_ALERTS.values()} <= ALERT_DETAILS.keys()
 
 
 def test_the_api_overrides_and_validates_json(tmp_path: Path) -> None:

@@ -5,8 +5,9 @@ both the .po and the compiled .mo are committed, so a gate runs without a
 build step. After changing any text::
 
     cd gate/server
-    ../../.venv/bin/pybabel extract -F babel.cfg -k N_ -o locale/messages.pot .
-    ../../.venv/bin/pybabel update -i locale/messages.pot -d locale
+    ../../.venv/bin/pybabel extract -F babel.cfg -k N_ --no-location --sort-output \
+        --project "Entry Gate" -o locale/messages.pot .
+    ../../.venv/bin/pybabel update --no-fuzzy-matching -w 100 -i locale/messages.pot -d locale
     # translate the new entries in locale/vi/LC_MESSAGES/messages.po, then
     ../../.venv/bin/pybabel compile -d locale
 

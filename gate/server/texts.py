@@ -54,6 +54,22 @@ ALERTS: dict[str, str] = {
     "emergency": N_("Emergency release"),
 }
 
+# An alert's message: what happened or what to do, keyed as the runtime raises it.
+# Entry alerts carry the visit's outcome; other keys say what the guard should do.
+ALERT_DETAILS: dict[str, str] = {
+    **OUTCOMES,
+    "check_camera": N_("Check the camera: no frames are arriving"),
+    "check_station_link": N_("Check the station's cable and power"),
+    "check_station": N_("Check the sanitizer station"),
+    "check_door": N_("Check the door"),
+    "close_door": N_("Close the door"),
+    "refill_soon": N_("Refill the sanitizer soon"),
+    "refill_now": N_("Refill the sanitizer now"),
+    "fire_alarm": N_("Fire alarm input: the door stays released until it clears"),
+    "released_by_staff": N_("Released from the panel"),
+    "entry_paused": N_("New visitors wait until someone leaves"),
+}
+
 STATES: dict[str, str] = {
     "idle": N_("Idle"),
     "checking": N_("Checking"),
@@ -118,6 +134,7 @@ def catalog(translate: Callable[[str], str]) -> dict[str, dict[str, str]]:
             "prompts": PROMPTS,
             "outcomes": OUTCOMES,
             "alerts": ALERTS,
+            "details": ALERT_DETAILS,
             "states": STATES,
             "masks": MASK_LABELS,
             "links": LINK_STATES,

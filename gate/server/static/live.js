@@ -67,7 +67,7 @@
     token.type = "hidden"; token.name = "csrf_token"; token.value = config.csrf;
     form.append(token, el("button", null, texts.ui.ack));
     item.append(el("span", "when", clock.format(new Date())), el("strong", null, label("alerts", alert.kind)),
-                el("span", "msg", label("outcomes", alert.message)), form);
+                el("span", "msg", label("details", alert.message)), form);
     alerts.prepend(item);
     noAlerts.hidden = true;
   }
@@ -83,7 +83,7 @@
     },
     alert: (data, at) => {
       addAlert(data);
-      addFeed(at, "alert", `${texts.ui.alert}: ${label("alerts", data.kind)} ${label("outcomes", data.message)}`);
+      addFeed(at, "alert", `${texts.ui.alert}: ${label("alerts", data.kind)} ${label("details", data.message)}`);
     },
     alert_ack: (data) => {
       const item = alerts.querySelector(`[data-alert="${data.id}"]`);
