@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx2
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 from sqlmodel import select
 
 from gate.errors import GateError
-from gate.server.security import COOKIE, RateLimiter, SessionCodec, SessionData, load_secret_key
+from gate.server.app import create_app
+from gate.server.security import (
+    COOKIE,
+    RateLimiter,
+    SessionCodec,
+    SessionData,
+    load_secret_key,
+    store_revocation,
+    stored_revocations,
+)
 from gate.server.users import MAX_FAILURES, disable_user, set_password
 from gate.store.db import session
-from gate.store.models import AuditEvent, User
+from gate.store.models import AuditEvent, RevokedSession, User
 from tests.panel_support import PASSWORD, LiveServer, client_for, csrf_of, login, make_app
 
 
@@ -65,6 +76,34 @@ def test_login_rotates_the_csrf_token_and_logout_ends_the_session(tmp_path: Path
     assert thief.get("/api/me").status_code == 401
     assert ("security", "login") in audit_actions(runtime.engine)
     assert ("security", "logout") in audit_actions(runtime.engine)
+
+
+def test_a_logged_out_session_stays_ended_after_a_restart(tmp_path: Path) -> None:
+    """Revocations are stored: a restarted panel (same database and secret key) still
+    refuses the cookie of a session that logged out, and keeps live sessions."""
+    app, runtime = make_app(tmp_path)
+    leaver, stayer = client_for(app), client_for(app)
+    token = login(leaver, "security")
+    login(stayer, "manager")
+    ended = leaver.cookies[COOKIE]
+    leaver.post("/logout", headers={"x-csrf-token": token}, follow_redirects=False)
+    restarted = create_app(runtime)
+    thief = client_for(restarted)
+    thief.cookies.set(COOKIE, ended)
+    assert thief.get("/api/me").status_code == 401
+    colleague = client_for(restarted)
+    colleague.cookies.set(COOKIE, stayer.cookies[COOKIE])
+    assert colleague.get("/api/me").json()["username"] == "manager"
+
+
+def test_stored_revocations_last_until_the_cookie_would_expire(engine: Engine) -> None:
+    now = time.time()
+    store_revocation(engine, "ended", now + 3600)
+    store_revocation(engine, "ended", now + 3600)  # a second logout of the same cookie
+    store_revocation(engine, "stale", now - 1)
+    assert stored_revocations(engine) == pytest.approx({"ended": now + 3600})
+    with session(engine) as db:
+        assert [row.sid for row in db.exec(select(RevokedSession))] == ["ended"]
 
 
 def test_wrong_password_is_audited_and_locks_after_five(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ def entry(ref: int, outcome: Outcome, seen: datetime = NOW, **fields: object) ->
 
 
 def test_migrations_create_every_table(engine: Engine) -> None:
-    assert {"entry", "alert", "auditevent", "user", "gate", "stationlog"} <= set(
+    assert {"entry", "alert", "auditevent", "user", "gate", "stationlog", "revokedsession"} <= set(
         table_names(engine)
     )
     upgrade(engine)  # running again is a no-op, as at every start

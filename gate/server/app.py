@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gate.errors import GateError
 from gate.server.filters import BadInput
 from gate.server.routers import admin, api, audit, auth, entries, kiosk, live, stats, system
-from gate.server.security import RateLimiter, SessionCodec, load_secret_key
+from gate.server.security import RateLimiter, SessionCodec, load_secret_key, stored_revocations
 from gate.server.streams import FrameEncoder
 from gate.server.web import Forbidden, NotAuthenticated, Panel, Runtime, redirect, render
 
@@ -167,7 +167,11 @@ def create_app(runtime: Runtime) -> FastAPI:
         raise GateError(
             f"server.timezone: unknown time zone {settings.server.timezone!r}"
         ) from None
-    codec = SessionCodec(load_secret_key(settings.data_dir), settings.server.session_hours * 3600)
+    codec = SessionCodec(
+        load_secret_key(settings.data_dir),
+        settings.server.session_hours * 3600,
+        revoked=stored_revocations(runtime.engine),
+    )
     app = FastAPI(
         title="Entry Gate panel API", version="1", docs_url=None, redoc_url=None, openapi_url=None
     )

@@ -3,8 +3,9 @@
 The session lives in the cookie itself (signed with itsdangerous, time-limited
 by ``server.session_hours``), so the gate keeps no session table. What a cookie
 cannot do alone is end early; for that the server remembers revoked session ids
-until they would have expired anyway, and each session carries a fingerprint of
-the password hash so a password change ends every old session.
+until they would have expired anyway (in the database, so a restart keeps them
+ended), and each session carries a fingerprint of the password hash so a
+password change ends every old session.
 """
 
 from __future__ import annotations
@@ -17,11 +18,17 @@ import stat
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import Engine, delete
+from sqlmodel import select
 
 from gate.errors import GateError
+from gate.server.i18n import as_utc
+from gate.store.db import session
+from gate.store.models import RevokedSession
 
 COOKIE = "gate_session"
 SECRET_FILE = "secret_key"
@@ -93,10 +100,12 @@ class SessionData:
 class SessionCodec:
     """Signs and checks session cookies; remembers sessions ended by logout."""
 
-    def __init__(self, secret_key: str, max_age_seconds: float) -> None:
+    def __init__(
+        self, secret_key: str, max_age_seconds: float, revoked: dict[str, float] | None = None
+    ) -> None:
         self._serializer = URLSafeTimedSerializer(secret_key, salt="gate-session")
         self.max_age = max_age_seconds
-        self._revoked: dict[str, float] = {}
+        self._revoked: dict[str, float] = dict(revoked or {})  # sid -> expiry (epoch seconds)
 
     def dumps(self, data: SessionData) -> str:
         return self._serializer.dumps(
@@ -129,10 +138,28 @@ class SessionCodec:
         except (KeyError, TypeError, ValueError):
             return None
 
-    def revoke(self, data: SessionData) -> None:
+    def revoke(self, data: SessionData) -> float:
+        """End the session here; returns when its cookie would have expired."""
         now = time.time()
         self._revoked = {sid: until for sid, until in self._revoked.items() if until > now}
-        self._revoked[data.sid] = data.issued + self.max_age
+        until = self._revoked[data.sid] = data.issued + self.max_age
+        return until
+
+
+def store_revocation(engine: Engine, sid: str, until: float) -> None:
+    with session(engine) as db:
+        db.merge(RevokedSession(sid=sid, expires_at=datetime.fromtimestamp(until, UTC)))
+        db.commit()
+
+
+def stored_revocations(engine: Engine) -> dict[str, float]:
+    """Sessions ended by logout whose cookies have not expired yet; older rows are deleted."""
+    now = datetime.now(UTC)
+    with session(engine) as db:
+        db.exec(delete(RevokedSession).where(RevokedSession.expires_at <= now))
+        db.commit()
+        rows = db.exec(select(RevokedSession)).all()
+        return {row.sid: as_utc(row.expires_at).timestamp() for row in rows}
 
 
 class RateLimiter:

@@ -137,3 +137,11 @@ class User(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_time(nullable=False))
     failed_logins: int = 0
     locked_until: datetime | None = Field(default=None, sa_column=_time())
+
+
+class RevokedSession(SQLModel, table=True):
+    """A panel session ended by logout, kept until its cookie would have expired anyway,
+    so that a restart does not bring it back."""
+
+    sid: str = Field(primary_key=True, max_length=32)
+    expires_at: datetime = Field(sa_column=_time(nullable=False, index=True))

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gate import metrics
 from gate.server import i18n
-from gate.server.security import SessionData
+from gate.server.security import SessionData, store_revocation
 from gate.server.users import LoginFailure, audit, verify_login
 from gate.server.web import (
     NAV,
@@ -95,7 +95,8 @@ async def logout(request: Request) -> Response:
     if data is None or user is None:
         raise NotAuthenticated()
     await check_csrf(request)
-    panel(request).codec.revoke(data)
+    until = panel(request).codec.revoke(data)
+    await run_in_threadpool(store_revocation, panel(request).engine, data.sid, until)
     await run_in_threadpool(audit, panel(request).engine, user.username, "logout")
     replace_session(request, SessionData.anonymous())
     return redirect(request, "/login")
