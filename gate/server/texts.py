@@ -70,6 +70,26 @@ ALERT_DETAILS: dict[str, str] = {
     "entry_paused": N_("New visitors wait until someone leaves"),
 }
 
+# Station events in the live feed, keyed as the firmware names them.
+STATION_EVENTS: dict[str, str] = {
+    "boot": N_("Station started"),
+    "hands_present": N_("Hands under the dispenser"),
+    "hands_absent": N_("Hands taken away"),
+    "dispensed": N_("Sanitizer dispensed"),
+    "fluid_level": N_("Sanitizer level"),
+    "fluid_low": N_("Sanitizer fluid low"),
+    "fluid_empty": N_("Sanitizer fluid empty"),
+    "door_opened": N_("Door opened"),
+    "door_closed": N_("Door closed"),
+    "door_forced": N_("Door forced open"),
+    "door_held": N_("Door held open"),
+    "exit_request": N_("Exit button pressed"),
+    "fire_on": N_("Fire alarm input on"),
+    "fire_off": N_("Fire alarm input cleared"),
+    "tamper": N_("Station tampered with"),
+    "fault": N_("Station fault"),
+}
+
 STATES: dict[str, str] = {
     "idle": N_("Idle"),
     "checking": N_("Checking"),
@@ -135,6 +155,7 @@ def catalog(translate: Callable[[str], str]) -> dict[str, dict[str, str]]:
             "outcomes": OUTCOMES,
             "alerts": ALERTS,
             "details": ALERT_DETAILS,
+            "station": STATION_EVENTS,
             "states": STATES,
             "masks": MASK_LABELS,
             "links": LINK_STATES,

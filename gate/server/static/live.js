@@ -40,6 +40,18 @@
     while (feed.children.length > MAX_FEED) feed.lastChild.remove();
   }
 
+  // What a station event's number means depends on the event: a fluid level in percent,
+  // a time in milliseconds, a fault code. Other events carry nothing worth showing.
+  const PERCENT_EVENTS = new Set(["fluid_level", "fluid_low", "fluid_empty"]);
+  const DURATION_EVENTS = new Set(["dispensed", "door_closed", "door_held"]);
+  function stationValue(data) {
+    if (data.value == null) return "";
+    if (PERCENT_EVENTS.has(data.kind)) return ` · ${data.value}\u00a0%`;  // kept on one line
+    if (DURATION_EVENTS.has(data.kind)) return ` · ${(data.value / 1000).toFixed(1)}\u00a0s`;
+    if (data.kind === "fault") return ` · ${data.value}`;
+    return "";
+  }
+
   function showState(s) {
     setField("state", label("states", s.state));
     setField("mode", label("states", s.mode));
@@ -83,7 +95,7 @@
     },
     alert: (data, at) => {
       addAlert(data);
-      addFeed(at, "alert", `${texts.ui.alert}: ${label("alerts", data.kind)} ${label("details", data.message)}`);
+      addFeed(at, "alert", `${texts.ui.alert}: ${label("alerts", data.kind)} · ${label("details", data.message)}`);
     },
     alert_ack: (data) => {
       const item = alerts.querySelector(`[data-alert="${data.id}"]`);
@@ -91,7 +103,7 @@
       noAlerts.hidden = alerts.children.length > 0;
     },
     override: (data, at) => addFeed(at, "override", `${texts.ui.override}: ${label("actions", data.action)} · ${data.actor} · ${data.reason || ""}`),
-    station: (data, at) => addFeed(at, "station", `${texts.ui.station}: ${data.kind}${data.value != null ? " " + data.value : ""}`),
+    station: (data, at) => addFeed(at, "station", `${texts.ui.station}: ${label("station", data.kind)}${stationValue(data)}`),
   };
 
   // The first connection replays recent history after the id the page was rendered with;
