@@ -262,13 +262,13 @@ class Controller:
         if ok == self._conditions.camera_ok:
             return []
         self._conditions.camera_ok = ok
-        return self._part_alert(ok, "camera_offline", "check_camera") + self._remode(now)
+        return self._remode(now) + self._part_alert(ok, "camera_offline", "check_camera")
 
     def station_health(self, now: float, ok: bool) -> list[Action]:
         if ok == self._conditions.station_ok:
             return []
         self._conditions.station_ok = ok
-        return self._part_alert(ok, "station_offline", "check_station_link") + self._remode(now)
+        return self._remode(now) + self._part_alert(ok, "station_offline", "check_station_link")
 
     def set_lockdown(self, now: float, on: bool) -> list[Action]:
         self._conditions.lockdown = on
@@ -485,7 +485,8 @@ class Controller:
 
     @staticmethod
     def _part_alert(ok: bool, kind: str, detail: str) -> list[Action]:
-        """A failing part is alerted when it fails, whatever mode the gate is in."""
+        """A failing part is alerted when it fails, whatever mode the gate is in (after the
+        mode change, so a lock is never held up by an alert's write)."""
         return [] if ok else [RaiseAlert(kind, Severity.CRITICAL, detail)]
 
     def _remode(self, now: float) -> list[Action]:

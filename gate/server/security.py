@@ -1,7 +1,7 @@
 """Sessions in signed cookies, CSRF tokens and the login rate limit.
 
 The session lives in the cookie itself (signed with itsdangerous, time-limited
-by ``server.session_hours``), so the gate keeps no session table. What a cookie
+by ``server.session_hours``), so the gate keeps no table of live sessions. What a cookie
 cannot do alone is end early; for that the server remembers revoked session ids
 until they would have expired anyway (in the database, so a restart keeps them
 ended), and each session carries a fingerprint of the password hash so a
@@ -148,6 +148,7 @@ class SessionCodec:
 
 def store_revocation(engine: Engine, sid: str, until: float) -> None:
     with session(engine) as db:
+        db.execute(delete(RevokedSession).where(RevokedSession.expires_at <= datetime.now(UTC)))
         db.merge(RevokedSession(sid=sid, expires_at=datetime.fromtimestamp(until, UTC)))
         db.commit()
 
@@ -156,7 +157,7 @@ def stored_revocations(engine: Engine) -> dict[str, float]:
     """Sessions ended by logout whose cookies have not expired yet; older rows are deleted."""
     now = datetime.now(UTC)
     with session(engine) as db:
-        db.exec(delete(RevokedSession).where(RevokedSession.expires_at <= now))
+        db.execute(delete(RevokedSession).where(RevokedSession.expires_at <= now))
         db.commit()
         rows = db.exec(select(RevokedSession)).all()
         return {row.sid: as_utc(row.expires_at).timestamp() for row in rows}
