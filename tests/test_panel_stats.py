@@ -67,6 +67,10 @@ def test_figures_are_bucketed_in_local_time(tmp_path: Path) -> None:
     assert stats.occupancy[26] == 1 and stats.occupancy[28] == 0 and stats.occupancy[36] == 1
     page = client_for(app, "manager").get("/stats?day=2026-11-20&days=7").text
     assert page.count("<svg") == 4 and "60.0 %" in page
+    # The table beside the charts, as a manager copies it: day, admitted, denied, pending,
+    # doses, refills, each row its own day's figures.
+    assert "<tr><td>2026-11-19</td><td>1</td><td>0</td><td>0</td><td>0</td><td>1</td></tr>" in page
+    assert "<tr><td>2026-11-20</td><td>2</td><td>2</td><td>1</td><td>2</td><td>0</td></tr>" in page
 
 
 def test_stats_page_refuses_bad_input(tmp_path: Path) -> None:
