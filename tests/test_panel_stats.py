@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -71,6 +73,16 @@ def test_figures_are_bucketed_in_local_time(tmp_path: Path) -> None:
     # doses, refills, each row its own day's figures.
     assert "<tr><td>2026-11-19</td><td>1</td><td>0</td><td>0</td><td>0</td><td>1</td></tr>" in page
     assert "<tr><td>2026-11-20</td><td>2</td><td>2</td><td>1</td><td>2</td><td>0</td></tr>" in page
+    assert 'href="/stats/daily.csv?day=2026-11-20&amp;days=7&amp;gate=" download' in page
+    export = client_for(app, "manager").get("/stats/daily.csv?day=2026-11-20&days=7")
+    assert export.headers["content-disposition"] == 'attachment; filename="stats-2026-11-20-7d.csv"'
+    rows = list(csv.reader(io.StringIO(export.content.decode("utf-8-sig"))))
+    assert rows[0] == ["day", "admitted", "not_admitted", "pending", "doses", "refills"]
+    assert rows[-2:] == [
+        ["2026-11-19", "1", "0", "0", "0", "1"],
+        ["2026-11-20", "2", "2", "1", "2", "0"],
+    ]
+    assert [row[0] for row in rows[1:]] == [d.isoformat() for d in stats.days]
 
 
 def test_stats_page_refuses_bad_input(tmp_path: Path) -> None:
@@ -84,9 +96,10 @@ def test_stats_page_refuses_bad_input(tmp_path: Path) -> None:
         "gate=<b>x</b>",
         "day=1900-01-01",
     ):
-        answer = client.get(f"/stats?{query}")
-        assert answer.status_code in (400, 422), query
-        assert "<b>x</b>" not in answer.text
+        for path in ("/stats", "/stats/daily.csv"):
+            answer = client.get(f"{path}?{query}")
+            assert answer.status_code in (400, 422), (path, query)
+            assert "<b>x</b>" not in answer.text
     assert client.get("/api/stats?days=30").json()["compliance"] is None
 
 

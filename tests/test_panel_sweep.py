@@ -49,6 +49,7 @@ MATRIX: dict[tuple[str, str], set[Role] | str] = {
     ("GET", "/entries/{entry_id}"): MANAGER,
     ("GET", "/entries/{entry_id}/snapshot"): MANAGER,
     ("GET", "/stats"): MANAGER,
+    ("GET", "/stats/daily.csv"): MANAGER,
     ("GET", "/audit"): MANAGER,
     ("GET", "/admin/users"): NOBODY_BUT_ADMIN,
     ("POST", "/admin/users"): NOBODY_BUT_ADMIN,

@@ -5,21 +5,25 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from gate.server import charts, queries, statistics
+from gate.server.csvexport import csv_chunks
 from gate.server.filters import BadInput, parse_day
 from gate.server.web import panel, render, require, translator
 from gate.store.models import Role
 
 router = APIRouter(prefix="/stats", dependencies=[Depends(require(Role.MANAGER))])
+DAILY_HEADER = ("day", "admitted", "not_admitted", "pending", "doses", "refills")
+Day = Annotated[str, Query(max_length=10)]
+Gate = Annotated[str, Query(max_length=64)]
 
 
 async def figures(
     request: Request, day: str, days: int, gate: str
 ) -> tuple[statistics.Stats, list[str]]:
-    """Checked inputs to computed figures; shared with the JSON API."""
+    """Checked inputs to computed figures; shared with the CSV export and the JSON API."""
     p = panel(request)
     if days not in statistics.PERIODS:
         raise BadInput(f"days: one of {', '.join(map(str, statistics.PERIODS))}")
@@ -32,13 +36,32 @@ async def figures(
     return stats, gates
 
 
+@router.get("/daily.csv")
+async def daily_csv(request: Request, day: Day = "", days: int = 7, gate: Gate = "") -> Response:
+    """The daily table of the page, for a spreadsheet: one row per local day."""
+    stats, _gates = await figures(request, day, days, gate)
+    rows = [
+        (
+            d.isoformat(),
+            *(stats.daily[g][i] for g in ("admitted", "denied", "pending")),
+            stats.doses[i],
+            stats.refills[i],
+        )
+        for i, d in enumerate(stats.days)
+    ]
+    name = f"stats-{stats.day.isoformat()}-{days}d{'-' + gate if gate else ''}.csv"
+    return StreamingResponse(
+        csv_chunks(DAILY_HEADER, [rows], panel(request).zone),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
 @router.get("")
-async def stats_page(
-    request: Request,
-    day: Annotated[str, Query(max_length=10)] = "",
-    days: Annotated[int, Query()] = 7,
-    gate: Annotated[str, Query(max_length=64)] = "",
-) -> Response:
+async def stats_page(request: Request, day: Day = "", days: int = 7, gate: Gate = "") -> Response:
     _ = translator(request)
     stats, gates = await figures(request, day, days, gate)
     chosen = stats.day
