@@ -23,7 +23,7 @@ from pathlib import Path
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import Engine, delete
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from gate.errors import GateError
 from gate.server.i18n import as_utc
@@ -146,18 +146,21 @@ class SessionCodec:
         return until
 
 
+def _delete_expired_revocations(db: Session) -> None:
+    db.execute(delete(RevokedSession).where(RevokedSession.expires_at <= datetime.now(UTC)))
+
+
 def store_revocation(engine: Engine, sid: str, until: float) -> None:
     with session(engine) as db:
-        db.execute(delete(RevokedSession).where(RevokedSession.expires_at <= datetime.now(UTC)))
+        _delete_expired_revocations(db)
         db.merge(RevokedSession(sid=sid, expires_at=datetime.fromtimestamp(until, UTC)))
         db.commit()
 
 
 def stored_revocations(engine: Engine) -> dict[str, float]:
     """Sessions ended by logout whose cookies have not expired yet; older rows are deleted."""
-    now = datetime.now(UTC)
     with session(engine) as db:
-        db.execute(delete(RevokedSession).where(RevokedSession.expires_at <= now))
+        _delete_expired_revocations(db)
         db.commit()
         rows = db.exec(select(RevokedSession)).all()
         return {row.sid: as_utc(row.expires_at).timestamp() for row in rows}
