@@ -22,6 +22,7 @@ PERIODS = (7, 14, 30, 90)
 OCCUPANCY_STEP = timedelta(minutes=15)
 ADMITTED = {Outcome.ADMITTED.value, Outcome.ADMITTED_REMINDED.value}
 NOT_DENIALS = ADMITTED | {Outcome.PENDING.value}
+GROUPS = ("admitted", "denied", "pending")  # what group() sorts outcomes into, in order
 
 
 def group(outcome: str) -> str:
@@ -43,6 +44,13 @@ class Stats:
     refills: list[int] = field(default_factory=list)  # per day
     occupancy: list[int] = field(default_factory=list)  # at each OCCUPANCY_STEP of `day`
 
+    def daily_rows(self) -> list[tuple[str, int, int, int, int, int]]:
+        """The page's daily table and its CSV: day, one count per group, doses, refills."""
+        return [
+            (d.isoformat(), *(self.daily[g][i] for g in GROUPS), self.doses[i], self.refills[i])
+            for i, d in enumerate(self.days)
+        ]
+
     @property
     def total(self) -> int:
         return sum(sum(v) for v in self.daily.values())
@@ -63,9 +71,8 @@ def compute(engine: Engine, day: date, period: int, zone: ZoneInfo, gate_id: str
     start, end = _local_midnight(days[0], zone), _local_midnight(day + timedelta(days=1), zone)
     stats = Stats(day=day, days=days)
     index = {d: i for i, d in enumerate(days)}
-    groups = ("admitted", "denied", "pending")
-    stats.hourly = {g: [0] * 24 for g in groups}
-    stats.daily = {g: [0] * period for g in groups}
+    stats.hourly = {g: [0] * 24 for g in GROUPS}
+    stats.daily = {g: [0] * period for g in GROUPS}
     denials: Counter[str] = Counter()
     for hour, outcome, count in queries.hourly_outcomes(engine, start, end, gate_id):
         local = hour.astimezone(zone)

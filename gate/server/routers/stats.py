@@ -40,18 +40,9 @@ async def figures(
 async def daily_csv(request: Request, day: Day = "", days: int = 7, gate: Gate = "") -> Response:
     """The daily table of the page, for a spreadsheet: one row per local day."""
     stats, _gates = await figures(request, day, days, gate)
-    rows = [
-        (
-            d.isoformat(),
-            *(stats.daily[g][i] for g in ("admitted", "denied", "pending")),
-            stats.doses[i],
-            stats.refills[i],
-        )
-        for i, d in enumerate(stats.days)
-    ]
     name = f"stats-{stats.day.isoformat()}-{days}d{'-' + gate if gate else ''}.csv"
     return StreamingResponse(
-        csv_chunks(DAILY_HEADER, [rows], panel(request).zone),
+        csv_chunks(DAILY_HEADER, [stats.daily_rows()], panel(request).zone),
         media_type="text/csv; charset=utf-8",
         headers={
             "Content-Disposition": f'attachment; filename="{name}"',
