@@ -15,6 +15,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from starlette.responses import StreamingResponse
+
 from gate.server.i18n import DATETIME_FORMAT, as_utc
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -49,3 +51,17 @@ def csv_chunks(
         buffer.truncate()
     if buffer.tell():
         yield buffer.getvalue().encode("utf-8")
+
+
+def csv_download(
+    filename: str, header: Sequence[str], batches: Iterable[Sequence[Sequence[Any]]], zone: ZoneInfo
+) -> StreamingResponse:
+    """A streamed CSV attachment that browsers and proxies do not cache."""
+    return StreamingResponse(
+        csv_chunks(header, batches, zone),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Cache-Control": "no-store",
+        },
+    )

@@ -12,11 +12,11 @@ from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import FileResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from gate.server import queries
-from gate.server.csvexport import csv_chunks
+from gate.server.csvexport import csv_download
 from gate.server.filters import EntryQuery, parse_cursor, parse_entry_filter
 from gate.server.web import panel, render, require
 from gate.store.models import Outcome, Role
@@ -102,13 +102,8 @@ async def export_csv(request: Request, query: Filters) -> Response:
     gates = await run_in_threadpool(queries.gate_ids, p.engine)
     flt = parse_entry_filter(query, p.zone, gates)
     stamp = datetime.now(p.zone).strftime("%Y%m%d-%H%M")
-    return StreamingResponse(
-        csv_chunks(EXPORT_HEADER, queries.iter_entry_batches(p.engine, flt), p.zone),
-        media_type="text/csv; charset=utf-8",
-        headers={
-            "Content-Disposition": f'attachment; filename="entries-{stamp}.csv"',
-            "Cache-Control": "no-store",
-        },
+    return csv_download(
+        f"entries-{stamp}.csv", EXPORT_HEADER, queries.iter_entry_batches(p.engine, flt), p.zone
     )
 
 

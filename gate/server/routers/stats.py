@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from gate.server import charts, queries, statistics
-from gate.server.csvexport import csv_chunks
+from gate.server.csvexport import csv_download
 from gate.server.filters import BadInput, parse_day
 from gate.server.web import panel, render, require, translator
 from gate.store.models import Role
@@ -41,14 +41,7 @@ async def daily_csv(request: Request, day: Day = "", days: int = 7, gate: Gate =
     """The daily table of the page, for a spreadsheet: one row per local day."""
     stats, _gates = await figures(request, day, days, gate)
     name = f"stats-{stats.day.isoformat()}-{days}d{'-' + gate if gate else ''}.csv"
-    return StreamingResponse(
-        csv_chunks(DAILY_HEADER, [stats.daily_rows()], panel(request).zone),
-        media_type="text/csv; charset=utf-8",
-        headers={
-            "Content-Disposition": f'attachment; filename="{name}"',
-            "Cache-Control": "no-store",
-        },
-    )
+    return csv_download(name, DAILY_HEADER, [stats.daily_rows()], panel(request).zone)
 
 
 @router.get("")
