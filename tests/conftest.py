@@ -57,7 +57,7 @@ MODELS = REPO / "var" / "models"
 
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
-    """The verified face-detector model, fetched once per machine (as `make test` does)."""
+    """The verified BlazeFace and FaceMesh networks, fetched once per machine (as `make test` does)."""
     import subprocess
     import sys
 

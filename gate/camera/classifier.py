@@ -3,7 +3,8 @@
 `face_crop` is shared by training, evaluation and the live pipeline: the
 network only works on crops framed the way it saw them in training. A model
 may take several views of each face (one ONNX input per framing); its
-metadata records how each view is framed.
+metadata records how each view is framed, and which views go through the
+frozen FaceMesh network first (`gate.camera.facemesh`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from gate.camera import facemesh
 from gate.camera.verdict import Box, MaskLabel
 from gate.errors import GateError
 
@@ -58,40 +60,78 @@ def face_crop(
     return cv2.warpAffine(image, m, (size, size), flags=interp, borderMode=cv2.BORDER_REPLICATE)
 
 
+PIXELS = ""  # a view whose crops go straight into the model
+FACEMESH = "facemesh"  # a view whose crops go through the FaceMesh trunk first
+
+
 @dataclass(frozen=True)
 class Framing:
-    """How a face is cut out for one network input: side in pixels, and the crop's scale
-    and downward shift in box sides (see `crop_window`)."""
+    """How a face is cut out for one network input: side in pixels, the crop's scale
+    and downward shift in box sides (see `crop_window`), and what the model reads
+    from it: the pixels, or FaceMesh features of them."""
 
     size: int = INPUT_SIZE
     scale: float = CROP_SCALE
     shift: float = CROP_SHIFT
+    net: str = PIXELS
 
     def crop(self, image: np.ndarray, box: Box) -> np.ndarray:
         return face_crop(image, box, self.size, self.scale, self.shift)
 
+    @property
+    def patch_side(self) -> int:
+        """Side of the training patches this view is cut from: twice its own for the
+        small CNNs' random zoom; FaceMesh views reuse 192 px patches (a 0.7 GB cache)."""
+        return self.size if self.net == FACEMESH else 2 * self.size
+
 
 def framing_metadata(views: Sequence[Framing]) -> dict[str, str]:
     """Model metadata for its inputs' framings, in input order."""
-    return {
-        "input": "; ".join(f"RGB {v.size}x{v.size} in [-1,1]" for v in views),
+    meta = {
+        "input": "; ".join(
+            f"FaceMesh features of RGB {v.size}x{v.size}"
+            if v.net == FACEMESH
+            else f"RGB {v.size}x{v.size} in [-1,1]"
+            for v in views
+        ),
         "crop_scale": ",".join(f"{v.scale:g}" for v in views),
         "crop_shift": ",".join(f"{v.shift:g}" for v in views),
     }
+    if any(v.net != PIXELS for v in views):
+        meta["crop_net"] = ",".join(v.net for v in views)
+    return meta
 
 
 def read_framings(sizes: Sequence[int], meta: dict[str, str]) -> list[Framing]:
-    """The framing of each model input, from its sizes and metadata (defaults where absent)."""
+    """The framing of each model input, from its sizes and metadata (defaults where absent).
+
+    A FaceMesh view's input holds features, so its crop side is FaceMesh's own."""
     scales = meta.get("crop_scale", ",".join([f"{CROP_SCALE}"] * len(sizes))).split(",")
     shifts = meta.get("crop_shift", ",".join([f"{CROP_SHIFT}"] * len(sizes))).split(",")
-    if not len(scales) == len(shifts) == len(sizes):
+    nets = meta.get("crop_net", ",".join([PIXELS] * len(sizes))).split(",")
+    if not len(scales) == len(shifts) == len(nets) == len(sizes):
         raise GateError(f"model metadata frames {len(scales)} views but it has {len(sizes)} inputs")
+    if not set(nets) <= {PIXELS, FACEMESH}:
+        raise GateError(f"model metadata names an unknown feature network: {nets}")
     try:
         return [
-            Framing(n, float(a), float(b)) for n, a, b in zip(sizes, scales, shifts, strict=True)
+            Framing(facemesh.INPUT_SIZE if net == FACEMESH else n, float(a), float(b), net)
+            for n, a, b, net in zip(sizes, scales, shifts, nets, strict=True)
         ]
     except ValueError:
         raise GateError(f"model metadata holds a bad crop framing: {scales} / {shifts}") from None
+
+
+def model_inputs(
+    views: Sequence[Framing], tensors: Sequence[np.ndarray], trunk: Callable | None
+) -> list[np.ndarray]:
+    """Each view's crop tensor as the model reads it: FaceMesh views through `trunk`.
+
+    The one place this is decided, for inference, `gate eval` and training alike.
+    """
+    if trunk is None and any(v.net == FACEMESH for v in views):
+        raise GateError("this mask model needs the FaceMesh network: run `gate models fetch`")
+    return [trunk(x) if v.net == FACEMESH else x for v, x in zip(views, tensors, strict=True)]
 
 
 def to_tensor(crops: np.ndarray) -> np.ndarray:
@@ -105,6 +145,7 @@ class MaskClassifier:
 
     `bias` is added to the log-probabilities before the softmax; the model card
     records the values calibrated on the training split's validation part.
+    `facemesh_model` is the cached FaceMesh network, for models with a FaceMesh view.
     """
 
     def __init__(
@@ -113,6 +154,7 @@ class MaskClassifier:
         threads: int = 1,
         flip_average: bool = False,
         bias: tuple[float, float, float] | None = None,
+        facemesh_model: Path | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -135,6 +177,10 @@ class MaskClassifier:
         # and the framing its metadata records.
         sizes = [i.shape[-1] if isinstance(i.shape[-1], int) else INPUT_SIZE for i in inputs]
         self.views = read_framings(sizes, meta)
+        needs_trunk = any(v.net == FACEMESH for v in self.views)
+        if needs_trunk and facemesh_model is None:
+            raise GateError(f"mask classifier {model_path} needs the FaceMesh network")
+        self._trunk = facemesh.FaceMeshTrunk(facemesh_model, threads) if needs_trunk else None
         self.bias = np.array(
             bias if bias is not None else [float(v) for v in meta.get("bias", "0,0,0").split(",")],
             dtype=np.float32,
@@ -159,7 +205,8 @@ class MaskClassifier:
         return p
 
     def _run(self, tensors: list[np.ndarray]) -> np.ndarray:
-        return self._session.run(None, dict(zip(self._inputs, tensors, strict=True)))[0]
+        feeds = model_inputs(self.views, tensors, self._trunk)
+        return self._session.run(None, dict(zip(self._inputs, feeds, strict=True)))[0]
 
     def classify(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:
         """Probabilities for each face box of a BGR image."""

@@ -32,10 +32,11 @@ def models_fetch(
         bool, typer.Option(help="Fetch again even if a verified copy is cached.")
     ] = False,
 ) -> None:
-    """Download the BlazeFace detector (official URL, else the mediapipe wheel), verify SHA-256, cache."""
-    from gate.camera.models import fetch_detector
+    """Download BlazeFace (official URL, else the mediapipe wheel) and FaceMesh (the wheel),
+    verify their SHA-256, cache them."""
+    from gate.camera.models import fetch_models
 
-    fetch_detector(data_dir, force=force, log=lambda line: typer.echo(line, err=True))
+    fetch_models(data_dir, force=force, log=lambda line: typer.echo(line, err=True))
 
 
 @models_app.command("merge")
@@ -54,13 +55,13 @@ def models_merge(
 
     Members trained on different framings become views: one crop of each face per framing.
     """
-    from gate.camera.models import detector_path
+    from gate.camera.models import detector_path, facemesh_path
     from gate.camera.train import merge
 
     _make_parent(out)
     report = merge(
         datasets, detector_path(data_dir), members, out, cache=cache,
-        log=lambda line: typer.echo(line, err=True),
+        log=lambda line: typer.echo(line, err=True), facemesh_model=facemesh_path(data_dir),
     )  # fmt: skip
     typer.echo(json.dumps(report, indent=1))
 
@@ -86,7 +87,9 @@ def train(
     ] = 25.0,
     threads: Annotated[int, typer.Option(min=1)] = 2,
     seed: int = 7,
-    input_size: Annotated[int, typer.Option(help="Crop side in pixels.")] = 64,
+    input_size: Annotated[
+        int, typer.Option(help="Crop side in pixels (facemesh-head: always FaceMesh's 192).")
+    ] = 64,
     crop_scale: Annotated[
         float, typer.Option(min=0.6, max=2.0, help="Crop side as a multiple of the face box.")
     ] = 1.25,
@@ -94,7 +97,9 @@ def train(
         float,
         typer.Option(min=-0.3, max=0.3, help="Crop centre below the box centre, in box sides."),
     ] = 0.0,
-    arch: Annotated[str, typer.Option(help="vgg or vgg-wide.")] = "vgg",
+    arch: Annotated[
+        str, typer.Option(help="vgg, vgg-wide, or facemesh-head (on frozen FaceMesh features).")
+    ] = "vgg",
     ema: Annotated[
         float, typer.Option(help="Weight EMA decay per step; 0 keeps the raw weights.")
     ] = 0.0,
@@ -115,19 +120,29 @@ def train(
     folds: Annotated[int, typer.Option(min=2, help="How many folds --fold counts.")] = 5,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
-    """Train the mask classifier from scratch on the training split and export it to ONNX."""
-    from gate.camera.classifier import Framing
-    from gate.camera.models import detector_path
+    """Train one member of the mask classifier on the training split and export it to ONNX."""
+    from gate.camera import facemesh
+    from gate.camera.classifier import FACEMESH, Framing
+    from gate.camera.models import detector_path, facemesh_path
+    from gate.camera.train import ARCHITECTURES, FACEMESH_HEAD
     from gate.camera.train import train as run_training
 
+    if arch not in ARCHITECTURES:
+        raise GateError(f"--arch {arch} is not one of {', '.join(ARCHITECTURES)}")
     if fold is not None and fold >= folds:
         raise GateError(f"--fold {fold} is not one of the {folds} folds (0 to {folds - 1})")
+    on_facemesh = arch == FACEMESH_HEAD
+    frame = (
+        Framing(facemesh.INPUT_SIZE, crop_scale, crop_shift, FACEMESH)
+        if on_facemesh
+        else Framing(input_size, crop_scale, crop_shift)
+    )
     _make_parent(out)
     report = run_training(
         datasets, detector_path(data_dir), out, epochs=epochs, max_minutes=max_minutes,
-        threads=threads, seed=seed, log=lambda line: typer.echo(line, err=True),
-        frame=Framing(input_size, crop_scale, crop_shift), arch=arch, ema=ema, lr=lr, cache=cache,
-        fold=fold, folds=folds, mixup=mixup,
+        threads=threads, seed=seed, log=lambda line: typer.echo(line, err=True), frame=frame,
+        arch=arch, ema=ema, lr=lr, cache=cache, fold=fold, folds=folds, mixup=mixup,
+        facemesh_model=facemesh_path(data_dir) if on_facemesh else None,
     )  # fmt: skip
     bulky = {"history", "val_labels", "val_logp_last_epoch"}  # kept in the .train.json file
     typer.echo(json.dumps({k: v for k, v in report.items() if k not in bulky}, indent=1))

@@ -20,7 +20,7 @@ import numpy as np
 from gate.camera.classifier import LABELS, MODEL_PATH, MaskClassifier
 from gate.camera.data import is_voc, read_class_folders, read_voc, select_split
 from gate.camera.detector import FaceDetector, box_in_face_image, greedy_match, iou
-from gate.camera.models import detector_path
+from gate.camera.models import detector_path, facemesh_path
 from gate.camera.verdict import Box, MaskLabel
 from gate.errors import GateError
 
@@ -94,7 +94,9 @@ def evaluate(
     """Evaluate on a VOC scene set or a folder of class sub-folders; returns the JSON report."""
     if not path.is_dir():
         raise GateError(f"evaluation data not found: {path}")
-    classifier = MaskClassifier(classifier_path, threads=1, flip_average=True)
+    classifier = MaskClassifier(
+        classifier_path, threads=1, flip_average=True, facemesh_model=facemesh_path(data_dir)
+    )
     with FaceDetector(detector_path(data_dir), min_confidence=min_confidence) as detector:
         if is_voc(path):
             report = _eval_voc(path, detector, classifier, min_face, split, limit, progress)

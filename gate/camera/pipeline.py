@@ -16,7 +16,7 @@ import numpy as np
 
 from gate.camera.classifier import LABELS, MODEL_PATH, MaskClassifier
 from gate.camera.detector import Detection, FaceDetector
-from gate.camera.models import detector_path
+from gate.camera.models import detector_path, facemesh_path
 from gate.camera.tracker import Tracker
 from gate.camera.verdict import FaceVerdict, FrameAnalysis, MaskLabel
 from gate.config import CameraSettings
@@ -66,7 +66,9 @@ class Vision:
         self.settings = settings
         self.detector = FaceDetector(detector_path(data_dir), min_confidence=min_confidence)
         # Flip averaging costs ~0.5 ms and matches how the bias was calibrated.
-        self.classifier = MaskClassifier(classifier_path, threads=1, flip_average=True)
+        self.classifier = MaskClassifier(
+            classifier_path, threads=1, flip_average=True, facemesh_model=facemesh_path(data_dir)
+        )
         self.tracker = tracker or Tracker()
         self.metrics = VisionMetrics()
 

@@ -1,9 +1,11 @@
-"""Train the mask classifier from scratch and export it to ONNX.
+"""Train the mask classifier's members and merge them into one ONNX model.
 
-No pretrained weights can be downloaded here, so the network is a small CNN
-trained on CPU in minutes, with heavy augmentation to make up for the data
-size. Faces are cropped exactly as in inference (`face_crop` around a
-detector-like box), with the box jitter a real detector shows.
+The members are small CNNs trained from scratch on CPU in minutes, with heavy
+augmentation to make up for the data size, and one head trained on the frozen
+FaceMesh network's features (`gate.camera.facemesh`), the only pretrained
+network this machine can reach. Faces are cropped exactly as in inference
+(`face_crop` around a detector-like box), with the box jitter a real detector
+shows.
 
 Needs the optional `[train]` extra (torch, onnx).
 """
@@ -21,13 +23,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from gate.camera import facemesh
 from gate.camera.classifier import (
+    FACEMESH,
     INPUT_SIZE,
     LABELS,
     Framing,
     face_crop,
     flip_averaged_logp,
     framing_metadata,
+    model_inputs,
     read_framings,
 )
 from gate.camera.data import (
@@ -65,7 +70,7 @@ def detector_like_box(box: Box) -> Box:
 
 @dataclass
 class Samples:
-    patches: np.ndarray  # (N, P, P, 3) uint8 BGR windows of PATCH_SPAN box sides, P = 2 × input
+    patches: np.ndarray  # (N, P, P, 3) uint8 BGR windows of PATCH_SPAN box sides (P: patch_side)
     labels: np.ndarray  # (N,) index into LABELS
     widths: np.ndarray  # (N,) face width in source pixels
     position: np.ndarray  # (N,) the image's split position with VAL_SEED, or ALWAYS_TRAIN
@@ -80,8 +85,8 @@ class Samples:
         return ~in_val, in_val & self.found & (self.widths >= MIN_FACE_SCORED)
 
 
-def context_patch(image: np.ndarray, box: Box, size: int = INPUT_SIZE) -> np.ndarray:
-    return face_crop(image, box, size=2 * size, scale=PATCH_SPAN, shift=0.0)
+def context_patch(image: np.ndarray, box: Box, side: int = 2 * INPUT_SIZE) -> np.ndarray:
+    return face_crop(image, box, size=side, scale=PATCH_SPAN, shift=0.0)
 
 
 def scene_boxes(detector: FaceDetector, image: np.ndarray, faces: tuple) -> list[Box | None]:
@@ -93,7 +98,10 @@ def scene_boxes(detector: FaceDetector, image: np.ndarray, faces: tuple) -> list
 
 
 def collect(
-    datasets: Path, detector: FaceDetector, log: Callable[[str], None], size: int = INPUT_SIZE
+    datasets: Path,
+    detector: FaceDetector,
+    log: Callable[[str], None],
+    patch_side: int = 2 * INPUT_SIZE,
 ) -> Samples:
     """Training and validation faces; the held-out test images are never opened.
 
@@ -118,7 +126,7 @@ def collect(
             if face.box[2] < MIN_TRAIN_FACE:
                 continue
             box = found if found is not None else detector_like_box(face.box)
-            patches.append(context_patch(image, box, size))
+            patches.append(context_patch(image, box, patch_side))
             labels.append(label_index[face.label])
             widths.append(face.box[2])
             positions.append(position)
@@ -133,7 +141,7 @@ def collect(
                 log(f"skipping unreadable {path}")
                 continue
             box, was_detected = box_in_face_image(detector, image)
-            patches.append(context_patch(image, box, size))
+            patches.append(context_patch(image, box, patch_side))
             labels.append(label_index[label])
             widths.append(box[2])
             positions.append(ALWAYS_TRAIN)
@@ -147,9 +155,14 @@ def collect(
     )
 
 
+FACEMESH_HEAD = "facemesh-head"
+ARCHITECTURES = ("vgg", "vgg-wide", FACEMESH_HEAD)
+
+
 def build_net(arch: str = "vgg"):  # -> torch.nn.Module
     """A plain VGG-style CNN. "vgg": 0.6 M parameters (45 M multiply-adds at 64 px);
-    "vgg-wide": one more conv stage and wider layers, about 1.2 M parameters."""
+    "vgg-wide": one more conv stage and wider layers, about 1.2 M parameters;
+    "facemesh-head": three conv layers on FaceMesh features, 0.44 M parameters."""
     from torch import nn
 
     def block(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
@@ -186,6 +199,9 @@ def build_net(arch: str = "vgg"):  # -> torch.nn.Module
             *block(192, 320),
         ]
         width = 320
+    elif arch == FACEMESH_HEAD:  # on FaceMesh's 12 × 12 × 128 features, not on pixels
+        layers = [*block(128, 128), *block(128, 128, 2), *block(128, 128)]
+        width = 128
     else:
         raise GateError(f"unknown architecture {arch!r}")
     return nn.Sequential(
@@ -293,7 +309,7 @@ def load_samples(
     datasets: Path,
     detector_model: Path,
     log: Callable[[str], None],
-    input_size: int = INPUT_SIZE,
+    patch_side: int = 2 * INPUT_SIZE,
     cache: Path | None = None,
 ) -> Samples:
     """The collected faces, from `cache` when it holds them (else collected and saved there)."""
@@ -308,12 +324,14 @@ def load_samples(
             raise GateError(
                 f"{cache} is not a faces cache written by gate train; delete it"
             ) from None
-        if samples.patches.shape[1] != 2 * input_size:
-            raise GateError(f"{cache} holds patches for another input size")
+        if samples.patches.shape[1] != patch_side:
+            raise GateError(
+                f"{cache} holds {samples.patches.shape[1]} px patches, not {patch_side} px"
+            )
         log(f"loaded {len(samples.labels)} collected faces from {cache}")
         return samples
     with FaceDetector(detector_model, min_confidence=0.5) as detector:
-        samples = collect(datasets, detector, log, input_size)
+        samples = collect(datasets, detector, log, patch_side)
     if cache is not None:
         np.savez(cache, **samples.__dict__)
     return samples
@@ -337,8 +355,12 @@ def train(
     fold: int | None = None,
     folds: int = 5,
     mixup: float = 0.0,
+    facemesh_model: Path | None = None,
 ) -> dict:
     """Train, pick the best epoch on validation, calibrate the bias, export ONNX. Returns a report.
+
+    A FaceMesh head (`frame.net` FACEMESH) trains on the frozen network's features of
+    each augmented batch, so it sees the same augmentation as the CNNs.
 
     With `fold`, that slice of the training images validates instead of the default
     part, and the report keeps the last epoch's validation log-probabilities:
@@ -350,11 +372,15 @@ def train(
     import torch.nn.functional as F
 
     frame = frame or Framing()
+    if (arch == FACEMESH_HEAD) != (frame.net == FACEMESH):
+        raise GateError(f"{arch} does not read {frame.net or 'pixels'}")
+    trunk = facemesh.FaceMeshTrunk(facemesh_model, threads) if frame.net == FACEMESH else None
+    inputs_of = partial(model_inputs, [frame], trunk=trunk)  # crop tensors → network input
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
     started = time.monotonic()
-    samples = load_samples(datasets, detector_model, log, frame.size, cache)
+    samples = load_samples(datasets, detector_model, log, frame.patch_side, cache)
     is_train, is_val = samples.parts(fold, folds)
     log(
         f"{is_train.sum()} training faces, {is_val.sum()} validation faces >= 40 px, "
@@ -392,6 +418,8 @@ def train(
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
             x, y = augment(x_train[idx], rng, frame), y_train[idx]
+            if trunk is not None:
+                x = torch.from_numpy(inputs_of([x.numpy()])[0])
             if mixup > 0:  # blend pairs of faces and their labels alike
                 share, partner = (
                     float(rng.beta(mixup, mixup)),
@@ -409,7 +437,7 @@ def train(
                 averaged.update_parameters(net)
             total += loss.item() * len(idx)
         kept = net if averaged is None else averaged.module
-        logp = _val_logp(kept, x_val)
+        logp = _val_logp(kept, x_val, inputs_of)
         s = val_scores(logp, y_val, np.zeros(3, np.float32))
         s["score"] = target_score(s)
         elapsed = (time.monotonic() - started) / 60
@@ -428,7 +456,7 @@ def train(
             break
     last_logp = logp
     net.load_state_dict(best_state)
-    logp = _val_logp(net, x_val)
+    logp = _val_logp(net, x_val, inputs_of)
     bias = calibrate_bias(logp, y_val)
     report = {
         "best_epoch": best["epoch"],
@@ -457,13 +485,15 @@ def train(
     return report
 
 
-def _val_logp(net, x_val) -> np.ndarray:
+def _val_logp(net, x_val, inputs_of: Callable) -> np.ndarray:
     """Validation log-probabilities with flip averaging, as `gate eval` runs."""
     import torch
 
     net.eval()
     with torch.no_grad():
-        return flip_averaged_logp(lambda xs: net(torch.from_numpy(xs[0])).numpy(), [x_val.numpy()])
+        return flip_averaged_logp(
+            lambda xs: net(torch.from_numpy(inputs_of(xs)[0])).numpy(), [x_val.numpy()]
+        )
 
 
 def export_onnx(net, out: Path, bias: np.ndarray, frame: Framing) -> None:
@@ -473,7 +503,8 @@ def export_onnx(net, out: Path, bias: np.ndarray, frame: Framing) -> None:
     import torch
 
     net.eval()
-    dummy = torch.zeros(1, 3, frame.size, frame.size)
+    shape = facemesh.FEATURE_SHAPE if frame.net == FACEMESH else (3, frame.size, frame.size)
+    dummy = torch.zeros(1, *shape)
     torch.onnx.export(
         net, (dummy,), str(out), input_names=["crops"], output_names=["logits"],
         dynamic_axes={"crops": {0: "n"}, "logits": {0: "n"}}, opset_version=17, dynamo=False,
@@ -501,14 +532,17 @@ def merge(
     out: Path,
     log: Callable[[str], None] = print,
     cache: Path | None = None,
+    facemesh_model: Path | None = None,
 ) -> dict:
     """Average trained members into one ONNX model and calibrate its bias on validation.
 
     Runs of different seeds, or trained on different framings of the face, get
     different faces wrong; averaging their log-probabilities cancels part of that.
     Members that frame faces alike share one input; each other framing becomes an
-    input (a view) of its own. Weights are stored as float16 to keep the file
-    small; onnxruntime folds them back to float32 when it loads the model.
+    input (a view) of its own. A member may itself be a merged model: it counts
+    as the members it holds, so merging a pair with a third network weighs all
+    three alike. Weights are stored as float16 to keep the file small;
+    onnxruntime folds them back to float32 when it loads the model.
     """
     import onnx
 
@@ -521,22 +555,26 @@ def merge(
         except Exception as exc:  # onnx raises protobuf, OS and its own errors
             raise GateError(f"cannot read member model {path}: {exc}") from None
     member_views = [_framings(m) for m in models]
-    if any(len(v) != 1 for v in member_views):
-        raise GateError("each member must be a single trained model, not a merged one")
-    views = list(dict.fromkeys(v[0] for v in member_views))  # distinct, in member order
-    if len({v.size for v in views}) != 1:
-        raise GateError(f"members take different input sizes: {sorted(v.size for v in views)}")
-    model = _averaged(models, [views.index(v[0]) for v in member_views])
+    views = list(dict.fromkeys(v for mv in member_views for v in mv))  # distinct, in order
+    counts = [_member_count(m) for m in models]
+    model = _averaged(models, [[views.index(v) for v in mv] for mv in member_views], counts)
     _require_torch()
     import torch
 
-    samples = load_samples(datasets, detector_model, log, views[0].size, cache)
+    trunk = (
+        facemesh.FaceMeshTrunk(facemesh_model) if any(v.net == FACEMESH for v in views) else None
+    )
+    samples = load_samples(datasets, detector_model, log, max(v.patch_side for v in views), cache)
     _, is_val = samples.parts()
     patches = torch.from_numpy(samples.patches[is_val])
     y_val = samples.labels[is_val]
-    logp = _onnx_val_logp(model, [nominal(patches, v).numpy() for v in views])
+    logp = _onnx_val_logp(
+        model,
+        [nominal(patches, v).numpy() for v in views],
+        partial(model_inputs, views, trunk=trunk),
+    )
     bias = calibrate_bias(logp, y_val)
-    _save_with_metadata(model, out, bias, views, members=str(len(models)))
+    _save_with_metadata(model, out, bias, views, members=str(sum(counts)))
     report = {
         "members": [_member_summary(p) for p in members],
         "bias": bias.tolist(),
@@ -545,7 +583,7 @@ def merge(
         "val_after_bias": val_scores(logp, y_val, bias),
     }
     out.with_suffix(".train.json").write_text(json.dumps(report, indent=1))
-    log(f"wrote {out} ({len(models)} members, bias {bias.tolist()})")
+    log(f"wrote {out} ({sum(counts)} members, bias {bias.tolist()})")
     return report
 
 
@@ -567,29 +605,42 @@ def _framings(model) -> list[Framing]:  # onnx.ModelProto -> one Framing per inp
     return read_framings(sizes, meta)
 
 
-def _averaged(models: list, view_of: list[int] | None = None) -> object:
-    """One graph whose `logits` is the mean of the members' log-softmax.
+def _member_count(model) -> int:  # onnx.ModelProto: a merged model records its members
+    meta = {p.key: p.value for p in model.metadata_props}
+    try:
+        return int(meta.get("members", "1"))
+    except ValueError:
+        raise GateError(f"model metadata holds a bad member count: {meta['members']}") from None
 
-    Member i reads input `view_of[i]`: `crops` when all share one view, else
-    `crops_0`, `crops_1`, ... (list[onnx.ModelProto] -> onnx.ModelProto).
+
+def _averaged(models: list, view_of: list[list[int]], counts: list[int]) -> object:
+    """One graph whose `logits` is the mean of its networks' log-softmax.
+
+    Input k of model i reads view `view_of[i][k]`: `crops` when there is one view,
+    else `crops_0`, `crops_1`, ... Model i weighs `counts[i]`, the networks it
+    holds (list[onnx.ModelProto] -> onnx.ModelProto).
     """
     import onnx
     from onnx import compose, helper, numpy_helper
 
-    view_of = view_of or [0] * len(models)
-    n_views = max(view_of) + 1
+    n_views = 1 + max(j for views in view_of for j in views)
     names = ["crops"] if n_views == 1 else [f"crops_{j}" for j in range(n_views)]
-    inputs = [
-        helper.make_value_info(name, models[view_of.index(j)].graph.input[0].type)
-        for j, name in enumerate(names)
-    ]
+    types = {
+        j: m.graph.input[k].type
+        for m, vs in zip(models, view_of, strict=True)
+        for k, j in enumerate(vs)
+    }
+    inputs = [helper.make_value_info(name, types[j]) for j, name in enumerate(names)]
     nodes, initializers, member_outputs = [], [], []
     for i, member in enumerate(models):
         graph = compose.add_prefix(member, f"m{i}_").graph
-        renamed_input, view_input = graph.input[0].name, names[view_of[i]]
+        renamed = {x.name: names[j] for x, j in zip(graph.input, view_of[i], strict=True)}
         for node in graph.node:
-            node.input[:] = [view_input if x == renamed_input else x for x in node.input]
+            node.input[:] = [renamed.get(x, x) for x in node.input]
         for init in graph.initializer:  # float16 storage, cast back once at load
+            if init.data_type == onnx.TensorProto.FLOAT16:  # a merged member's, already cast
+                initializers.append(init)
+                continue
             half = numpy_helper.from_array(
                 numpy_helper.to_array(init).astype(np.float16), f"{init.name}_f16"
             )
@@ -598,13 +649,19 @@ def _averaged(models: list, view_of: list[int] | None = None) -> object:
                 helper.make_node("Cast", [half.name], [init.name], to=onnx.TensorProto.FLOAT)
             )
         nodes.extend(graph.node)
-        logp = f"m{i}_logp"
-        nodes.append(helper.make_node("LogSoftmax", [graph.output[0].name], [logp], axis=1))
-        member_outputs.append(logp)
-    count = numpy_helper.from_array(np.array(len(models), np.float32), "member_count")
-    initializers.append(count)
+        # A merged member's mean log-probabilities are renormalised here; that shifts each
+        # face's row by a constant, which the classifier's own softmax takes out again.
+        weight = numpy_helper.from_array(np.array(counts[i], np.float32), f"m{i}_weight")
+        initializers.append(weight)
+        nodes += [
+            helper.make_node("LogSoftmax", [graph.output[0].name], [f"m{i}_logp"], axis=1),
+            helper.make_node("Mul", [f"m{i}_logp", weight.name], [f"m{i}_weighted"]),
+        ]
+        member_outputs.append(f"m{i}_weighted")
+    total = numpy_helper.from_array(np.array(sum(counts), np.float32), "member_count")
+    initializers.append(total)
     nodes.append(helper.make_node("Sum", member_outputs, ["logp_sum"]))
-    nodes.append(helper.make_node("Div", ["logp_sum", count.name], ["logits"]))
+    nodes.append(helper.make_node("Div", ["logp_sum", total.name], ["logits"]))
     first = models[0]
     logits = helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["n", len(LABELS)])
     graph = helper.make_graph(nodes, "mask_ensemble", inputs, [logits], initializers)
@@ -614,13 +671,13 @@ def _averaged(models: list, view_of: list[int] | None = None) -> object:
     return model
 
 
-def _onnx_val_logp(model, x_views: list[np.ndarray]) -> np.ndarray:
-    """Validation log-probabilities of an in-memory ONNX model, one tensor per input view,
+def _onnx_val_logp(model, x_views: list[np.ndarray], inputs_of: Callable) -> np.ndarray:
+    """Validation log-probabilities of an in-memory ONNX model, one crop tensor per view,
     flip-averaged like `gate eval`."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     return flip_averaged_logp(
-        lambda xs: session.run(None, dict(zip(names, xs, strict=True)))[0], x_views
+        lambda xs: session.run(None, dict(zip(names, inputs_of(xs), strict=True)))[0], x_views
     )
