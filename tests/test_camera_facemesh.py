@@ -13,7 +13,7 @@ import pytest
 from skimage.data import astronaut
 
 from gate.camera import facemesh
-from gate.camera.classifier import FACEMESH, Framing, model_inputs, to_tensor
+from gate.camera.classifier import FACEMESH, Framing, MaskClassifier, model_inputs, to_tensor
 from gate.camera.models import FACEMESH as FACEMESH_FILE
 from gate.camera.models import facemesh_path, fetch_model
 from gate.errors import GateError
@@ -79,3 +79,8 @@ def test_a_facemesh_view_needs_the_trunk() -> None:
         model_inputs(views, tensors, None)
     features = model_inputs(views, tensors, lambda x: x[:, :1, :12, :12])
     assert features[0] is tensors[0] and features[1].shape == (1, 1, 12, 12)
+
+
+def test_the_committed_model_refuses_to_run_without_facemesh() -> None:
+    with pytest.raises(GateError, match="FaceMesh"):
+        MaskClassifier()

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gate.camera.classifier import Framing, MaskClassifier, face_crop
+from gate.camera.classifier import FACEMESH, Framing, MaskClassifier, face_crop
 from gate.camera.models import facemesh_path, fetch_models
 from gate.camera.pipeline import Vision
 from gate.camera.simulated import SimulatedCamera, SimVisitor, demo_visitors
@@ -127,20 +127,23 @@ def test_min_face_and_roi_filter_faces(data_dir: Path) -> None:
         corner.close()
 
 
-def test_classifier_flip_average_and_crop_shape(data_dir: Path) -> None:
-    image = np.random.default_rng(5).integers(0, 256, (100, 100, 3), dtype=np.uint8)
-    crop = face_crop(image, (30, 30, 40, 40))
-    assert crop.shape == (64, 64, 3)
-    mesh = facemesh_path(data_dir)
-    plain = MaskClassifier(facemesh_model=mesh)
-    flipped = MaskClassifier(flip_average=True, facemesh_model=mesh)
-    views = [v.crop(image, (30, 30, 40, 40))[None] for v in plain.views]
-    for clf in (plain, flipped):
-        p = clf.probabilities(*views)
-        assert p.shape == (1, 3) and abs(float(p.sum()) - 1) < 1e-4
-    mirrored = [v[:, :, ::-1] for v in views]  # flip averaging sees both, in either order
-    assert np.allclose(flipped.probabilities(*views), flipped.probabilities(*mirrored), atol=1e-5)
-    assert not np.allclose(plain.probabilities(*views), plain.probabilities(*mirrored), atol=1e-3)
+def test_committed_model_views_and_crop_shapes(data_dir: Path) -> None:
+    """Two pixel views and one FaceMesh view, each cut as its metadata says."""
+    image = np.random.default_rng(5).integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    box = (100, 100, 80, 80)
+    assert face_crop(image, box).shape == (64, 64, 3)
+    clf = MaskClassifier(facemesh_model=facemesh_path(data_dir))
+    assert clf.views == [
+        Framing(64, 1.25, 0.0),
+        Framing(64, 1.75, 0.2),
+        Framing(192, 1.5, 0.0, FACEMESH),
+    ]
+    views = [v.crop(image, box)[None] for v in clf.views]
+    assert [v.shape[1] for v in views] == [64, 64, 192]
+    p = clf.probabilities(*views)
+    assert p.shape == (1, 3) and abs(float(p.sum()) - 1) < 1e-4
+    mirrored = [v[:, :, ::-1] for v in views]  # a face and its mirror image are not the same
+    assert not np.allclose(p, clf.probabilities(*mirrored), atol=1e-3)
 
 
 def tiny_classifier(
@@ -175,7 +178,7 @@ def tiny_classifier(
 def test_classifier_takes_its_crop_size_from_the_model(tmp_path: Path) -> None:
     """A 96 px network needs 96 px crops: the size is read from the ONNX input, not assumed."""
     path = tiny_classifier(tmp_path / "wide96.onnx", np.eye(3), size=96)
-    clf = MaskClassifier(path, flip_average=True)
+    clf = MaskClassifier(path)
     assert clf.views[0].size == 96
     p = clf.classify(np.full((200, 200, 3), 128, np.uint8), [(50, 50, 80, 80)])
     assert p.shape == (1, 3) and abs(float(p.sum()) - 1) < 1e-4
@@ -241,12 +244,9 @@ def test_members_with_different_framings_become_views_of_one_model(tmp_path: Pat
     image = np.random.default_rng(3).integers(0, 256, (300, 300, 3), dtype=np.uint8)
     image[200:] = (0, 40, 250)  # a coloured band only the lower view reaches
     box = (100, 80, 90, 90)
-    both = MaskClassifier(merged, bias=(0, 0, 0), flip_average=True)
+    both = MaskClassifier(merged, bias=(0, 0, 0))
     assert both.views == views
-    members = [
-        MaskClassifier(p, bias=(0, 0, 0), flip_average=True).classify(image, [box])
-        for p in (plain, lower)
-    ]
+    members = [MaskClassifier(p, bias=(0, 0, 0)).classify(image, [box]) for p in (plain, lower)]
     expected = np.exp(log_softmax(np.mean([np.log(p) for p in members], axis=0)))
     assert np.allclose(both.classify(image, [box]), expected, atol=1e-4)
     with pytest.raises(ValueError, match="2 views"):

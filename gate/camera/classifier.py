@@ -152,7 +152,6 @@ class MaskClassifier:
         self,
         model_path: Path = MODEL_PATH,
         threads: int = 1,
-        flip_average: bool = False,
         bias: tuple[float, float, float] | None = None,
         facemesh_model: Path | None = None,
     ) -> None:
@@ -185,7 +184,6 @@ class MaskClassifier:
             bias if bias is not None else [float(v) for v in meta.get("bias", "0,0,0").split(",")],
             dtype=np.float32,
         )
-        self.flip_average = flip_average
         self.last_ms = 0.0
 
     def probabilities(self, *views: np.ndarray) -> np.ndarray:
@@ -197,16 +195,15 @@ class MaskClassifier:
         if n == 0:
             return np.zeros((0, len(LABELS)), dtype=np.float32)
         start = time.perf_counter()
-        tensors = [to_tensor(crops) for crops in views]
-        logp = (flip_averaged_logp if self.flip_average else plain_logp)(self._run, tensors)
+        inputs = model_inputs(self.views, [to_tensor(crops) for crops in views], self._trunk)
+        logp = plain_logp(self._run, inputs)
         z = logp + self.bias
         p = np.exp(log_softmax(z))
         self.last_ms = (time.perf_counter() - start) * 1000
         return p
 
-    def _run(self, tensors: list[np.ndarray]) -> np.ndarray:
-        feeds = model_inputs(self.views, tensors, self._trunk)
-        return self._session.run(None, dict(zip(self._inputs, feeds, strict=True)))[0]
+    def _run(self, inputs: list[np.ndarray]) -> np.ndarray:
+        return self._session.run(None, dict(zip(self._inputs, inputs, strict=True)))[0]
 
     def classify(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:
         """Probabilities for each face box of a BGR image."""
@@ -218,23 +215,10 @@ class MaskClassifier:
 
 
 def plain_logp(
-    run: Callable[[list[np.ndarray]], np.ndarray], views: list[np.ndarray]
+    run: Callable[[list[np.ndarray]], np.ndarray], inputs: list[np.ndarray]
 ) -> np.ndarray:
-    """Log-probabilities of a network `run` (float tensors of each view -> logits)."""
-    return log_softmax(run([np.ascontiguousarray(x) for x in views]))
-
-
-def flip_averaged_logp(
-    run: Callable[[list[np.ndarray]], np.ndarray], views: list[np.ndarray]
-) -> np.ndarray:
-    """Log-probabilities averaged over each face and its mirror image, in one call to `run`.
-
-    The one place flip averaging is done: inference, `gate eval`, and model selection
-    in training all score faces through it.
-    """
-    n = len(views[0])
-    logp = plain_logp(run, [np.concatenate([x, x[..., ::-1]]) for x in views])
-    return (logp[:n] + logp[n:]) / 2
+    """Log-probabilities of a network `run` (its float inputs, one per view -> logits)."""
+    return log_softmax(run([np.ascontiguousarray(x) for x in inputs]))
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:

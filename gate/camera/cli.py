@@ -17,7 +17,8 @@ from gate.errors import GateError
 DEFAULT_DATASETS = Path("../shared/datasets")
 
 models_app = typer.Typer(
-    help="Fetch the face detector; merge trained mask models.", no_args_is_help=True
+    help="Fetch the networks others trained (BlazeFace, FaceMesh); merge trained mask models.",
+    no_args_is_help=True,
 )
 
 DataDir = Annotated[

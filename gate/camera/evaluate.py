@@ -94,9 +94,7 @@ def evaluate(
     """Evaluate on a VOC scene set or a folder of class sub-folders; returns the JSON report."""
     if not path.is_dir():
         raise GateError(f"evaluation data not found: {path}")
-    classifier = MaskClassifier(
-        classifier_path, threads=1, flip_average=True, facemesh_model=facemesh_path(data_dir)
-    )
+    classifier = MaskClassifier(classifier_path, threads=1, facemesh_model=facemesh_path(data_dir))
     with FaceDetector(detector_path(data_dir), min_confidence=min_confidence) as detector:
         if is_voc(path):
             report = _eval_voc(path, detector, classifier, min_face, split, limit, progress)

@@ -65,9 +65,8 @@ class Vision:
     ) -> None:
         self.settings = settings
         self.detector = FaceDetector(detector_path(data_dir), min_confidence=min_confidence)
-        # Flip averaging costs ~0.5 ms and matches how the bias was calibrated.
         self.classifier = MaskClassifier(
-            classifier_path, threads=1, flip_average=True, facemesh_model=facemesh_path(data_dir)
+            classifier_path, threads=1, facemesh_model=facemesh_path(data_dir)
         )
         self.tracker = tracker or Tracker()
         self.metrics = VisionMetrics()

@@ -30,9 +30,9 @@ from gate.camera.classifier import (
     LABELS,
     Framing,
     face_crop,
-    flip_averaged_logp,
     framing_metadata,
     model_inputs,
+    plain_logp,
     read_framings,
 )
 from gate.camera.data import (
@@ -389,7 +389,7 @@ def train(
     )
     x_train = torch.from_numpy(samples.patches[is_train])
     y_train = torch.from_numpy(samples.labels[is_train]).long()
-    x_val = nominal(torch.from_numpy(samples.patches[is_val]), frame)
+    val_inputs = inputs_of([nominal(torch.from_numpy(samples.patches[is_val]), frame).numpy()])[0]
     y_val = samples.labels[is_val]
     counts = np.bincount(samples.labels[is_train], minlength=3).astype(np.float64)
     weights = torch.tensor((counts.sum() / counts) ** 0.5, dtype=torch.float32)
@@ -437,7 +437,7 @@ def train(
                 averaged.update_parameters(net)
             total += loss.item() * len(idx)
         kept = net if averaged is None else averaged.module
-        logp = _val_logp(kept, x_val, inputs_of)
+        logp = _val_logp(kept, val_inputs)
         s = val_scores(logp, y_val, np.zeros(3, np.float32))
         s["score"] = target_score(s)
         elapsed = (time.monotonic() - started) / 60
@@ -456,7 +456,7 @@ def train(
             break
     last_logp = logp
     net.load_state_dict(best_state)
-    logp = _val_logp(net, x_val, inputs_of)
+    logp = _val_logp(net, val_inputs)
     bias = calibrate_bias(logp, y_val)
     report = {
         "best_epoch": best["epoch"],
@@ -485,15 +485,13 @@ def train(
     return report
 
 
-def _val_logp(net, x_val, inputs_of: Callable) -> np.ndarray:
-    """Validation log-probabilities with flip averaging, as `gate eval` runs."""
+def _val_logp(net, val_inputs: np.ndarray) -> np.ndarray:
+    """Validation log-probabilities, as `gate eval` computes them."""
     import torch
 
     net.eval()
     with torch.no_grad():
-        return flip_averaged_logp(
-            lambda xs: net(torch.from_numpy(inputs_of(xs)[0])).numpy(), [x_val.numpy()]
-        )
+        return plain_logp(lambda xs: net(torch.from_numpy(xs[0])).numpy(), [val_inputs])
 
 
 def export_onnx(net, out: Path, bias: np.ndarray, frame: Framing) -> None:
@@ -568,11 +566,8 @@ def merge(
     _, is_val = samples.parts()
     patches = torch.from_numpy(samples.patches[is_val])
     y_val = samples.labels[is_val]
-    logp = _onnx_val_logp(
-        model,
-        [nominal(patches, v).numpy() for v in views],
-        partial(model_inputs, views, trunk=trunk),
-    )
+    crops = [nominal(patches, v).numpy() for v in views]
+    logp = _onnx_val_logp(model, model_inputs(views, crops, trunk))
     bias = calibrate_bias(logp, y_val)
     _save_with_metadata(model, out, bias, views, members=str(sum(counts)))
     report = {
@@ -671,13 +666,11 @@ def _averaged(models: list, view_of: list[list[int]], counts: list[int]) -> obje
     return model
 
 
-def _onnx_val_logp(model, x_views: list[np.ndarray], inputs_of: Callable) -> np.ndarray:
-    """Validation log-probabilities of an in-memory ONNX model, one crop tensor per view,
-    flip-averaged like `gate eval`."""
+def _onnx_val_logp(model, inputs: list[np.ndarray]) -> np.ndarray:
+    """Validation log-probabilities of an in-memory ONNX model, one input per view, as
+    `gate eval` computes them."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
-    return flip_averaged_logp(
-        lambda xs: session.run(None, dict(zip(names, inputs_of(xs), strict=True)))[0], x_views
-    )
+    return plain_logp(lambda xs: session.run(None, dict(zip(names, xs, strict=True)))[0], inputs)
