@@ -19,8 +19,8 @@ import numpy as np
 from gate.errors import GateError
 
 INPUT_SIZE = 192
-# The last layer kept: 12 × 12 × 128 activations. The probe in the model card tried
-# four cut points; this one gave the best head.
+# The last layer kept: 12 × 12 × 128 activations. The probe in the model card's fifth
+# round tried three cut points; this one gave the best head.
 CUT_AT = "p_re_lu_12"
 FEATURE_SHAPE = (128, 12, 12)
 
@@ -90,9 +90,8 @@ class _Converter:
         self.nodes: list = []
         self.initializers: list = []
         self.rename: dict[str, str] = {}
-        self.weights: dict[
-            str, np.ndarray
-        ] = {}  # constant tensors, dequantized, as TFLite lays them out
+        # Constant tensors, dequantized, in TFLite's own layout.
+        self.weights: dict[str, np.ndarray] = {}
 
     def name(self, tensor_name: str) -> str:
         return self.rename.get(tensor_name, tensor_name)

@@ -7,7 +7,7 @@ network this machine can reach. Faces are cropped exactly as in inference
 (`face_crop` around a detector-like box), with the box jitter a real detector
 shows.
 
-Needs the optional `[train]` extra (torch, onnx).
+Needs the optional `[train]` extra (torch).
 """
 
 from __future__ import annotations
