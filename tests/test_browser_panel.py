@@ -157,7 +157,7 @@ def test_a_guard_watches_acknowledges_and_unlocks_and_a_manager_finds_it(
     feed.locator(".admitted", has_text="Được vào").first.wait_for(timeout=90_000)
     feed.locator(".denied", has_text="Từ chối").first.wait_for(timeout=90_000)
     # Station events read as sentences with units, not as the firmware's keys.
-    feed.locator(".station", has_text="Đã phun dung dịch sát khuẩn · 0.").first.wait_for()
+    feed.locator(".station", has_text="Đã phun dung dịch sát khuẩn · 0,").first.wait_for()
     station_lines = feed.locator(".station").all_inner_texts()
     assert not [line for line in station_lines if re.search(r"[a-z]+_[a-z]+", line)]
     # The feed may replay visitors from before the kiosk was watched, so wait for

@@ -67,12 +67,15 @@ def test_figures_are_bucketed_in_local_time(tmp_path: Path) -> None:
     assert stats.doses[-1] == 2 and stats.refills[-2] == 1
     # 06:30 one in, 07:00 and 07:05 two out (never below zero), 09:05 one in.
     assert stats.occupancy[26] == 1 and stats.occupancy[28] == 0 and stats.occupancy[36] == 1
-    page = client_for(app, "manager").get("/stats?day=2026-11-20&days=7").text
-    assert page.count("<svg") == 4 and "60.0 %" in page
+    manager = client_for(app, "manager")
+    page = manager.get("/stats?day=2026-11-20&days=7").text
+    assert page.count("<svg") == 4 and "60,0 %" in page  # a Vietnamese decimal comma
     # The table beside the charts, as a manager copies it: day, admitted, denied, pending,
     # doses, refills, each row its own day's figures.
     assert "<tr><td>2026-11-19</td><td>1</td><td>0</td><td>0</td><td>0</td><td>1</td></tr>" in page
     assert "<tr><td>2026-11-20</td><td>2</td><td>2</td><td>1</td><td>2</td><td>0</td></tr>" in page
+    manager.post("/lang", data={"lang": "en", "csrf_token": manager.headers["x-csrf-token"]})
+    assert "60.0 %" in manager.get("/stats?day=2026-11-20&days=7").text
     assert 'href="/stats/daily.csv?day=2026-11-20&amp;days=7&amp;gate=" download' in page
     export = client_for(app, "manager").get("/stats/daily.csv?day=2026-11-20&days=7")
     assert export.headers["content-disposition"] == 'attachment; filename="stats-2026-11-20-7d.csv"'

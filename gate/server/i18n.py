@@ -21,6 +21,7 @@ from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from babel.numbers import format_decimal
 from babel.support import NullTranslations, Translations
 
 LOCALE_DIR = Path(__file__).with_name("locale")
@@ -45,6 +46,11 @@ def translate(lang: str, message: str, **values: object) -> str:
     """Translate, then fill %(name)s placeholders (templates escape the result)."""
     text = translations(lang).gettext(message)
     return text % values if values else text
+
+
+def number(lang: str, value: float, digits: int) -> str:
+    """A decimal as the reader writes it: 95,9 in Vietnamese, 95.9 in English."""
+    return format_decimal(value, format=f"0.{'0' * digits}", locale=lang)
 
 
 def pick_language(cookie: str | None, default: str) -> str:

@@ -239,6 +239,7 @@ def render(
             (href, _(label)) for href, label, roles in NAV if user is not None and user.may(roles)
         ],
         when=partial(i18n.local_time, zone=p.zone),
+        number=partial(i18n.number, lang),
         label=lambda table, key: texts.label(getattr(texts, table), key, _),
         timezone=p.settings.server.timezone,
         gate_id=p.settings.gate_id,

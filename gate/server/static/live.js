@@ -13,6 +13,10 @@
     timeZone: config.timezone, hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
   });
   const MAX_FEED = 200;
+  // Decimals as the reader writes them: 0,6 in Vietnamese, 0.6 in English.
+  const decimal = (value, digits) => new Intl.NumberFormat(config.lang, {
+    minimumFractionDigits: digits, maximumFractionDigits: digits, useGrouping: false,
+  }).format(Number(value));
 
   const label = (table, key) => (key == null ? "" : texts[table][key] || String(key));
   const el = (tag, className, text) => {
@@ -47,7 +51,7 @@
   function stationValue(data) {
     if (data.value == null) return "";
     if (PERCENT_EVENTS.has(data.kind)) return ` · ${data.value}\u00a0%`;  // kept on one line
-    if (DURATION_EVENTS.has(data.kind)) return ` · ${(data.value / 1000).toFixed(1)}\u00a0s`;
+    if (DURATION_EVENTS.has(data.kind)) return ` · ${decimal(data.value / 1000, 1)}\u00a0s`;
     if (data.kind === "fault") return ` · ${data.value}`;
     return "";
   }
@@ -60,7 +64,7 @@
     if (s.capacity != null) setField("capacity", s.capacity);
     document.getElementById("status").dataset.mode = s.mode || "";
     const camera = s.camera || {}, station = s.station || {};
-    const fps = camera.fps != null ? ` · ${Number(camera.fps).toFixed(1)} fps` : "";
+    const fps = camera.fps != null ? ` · ${decimal(camera.fps, 1)} fps` : "";
     setField("camera", (camera.healthy ? texts.ui.ok : texts.ui.offline) + fps);
     setClass("camera", camera.healthy ? "link-connected" : "link-offline");
     setField("station", label("links", station.link));
@@ -89,7 +93,7 @@
     prompt: (data) => setField("prompt", label("prompts", data.prompt)),
     entry: (data, at) => {
       const admitted = data.outcome === "admitted" || data.outcome === "admitted_reminded";
-      const score = data.mask_score != null ? ` · ${Number(data.mask_score).toFixed(2)}` : "";
+      const score = data.mask_score != null ? ` · ${decimal(data.mask_score, 2)}` : "";
       addFeed(at, admitted ? "admitted" : "denied", label("outcomes", data.outcome) + score,
               data.id ? `entry-${data.id}` : null);
     },
