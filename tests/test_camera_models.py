@@ -13,17 +13,19 @@ from gate.errors import GateError
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_missing_model_says_run_fetch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("find", [models.detector_path, models.facemesh_path])
+def test_missing_model_says_run_fetch(tmp_path: Path, find) -> None:
     with pytest.raises(GateError, match="run `gate models fetch`"):
-        models.detector_path(tmp_path)
+        find(tmp_path)
 
 
-def test_tampered_model_is_refused(tmp_path: Path) -> None:
-    path = models.models_dir(tmp_path) / models.DETECTOR.file
+@pytest.mark.parametrize("model", models.MODEL_FILES, ids=lambda m: m.file)
+def test_tampered_model_is_refused(tmp_path: Path, model: models.ModelFile) -> None:
+    path = models.models_dir(tmp_path) / model.file
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not the model")
-    with pytest.raises(GateError, match="SHA-256"):
-        models.detector_path(tmp_path)
+    with pytest.raises(GateError, match=r"SHA-256.*gate models fetch"):
+        models.cached_model(tmp_path, model)
 
 
 def test_offline_with_nothing_cached_is_one_line(tmp_path: Path, monkeypatch) -> None:
