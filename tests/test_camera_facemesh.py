@@ -84,3 +84,16 @@ def test_a_facemesh_view_needs_the_trunk() -> None:
 def test_the_committed_model_refuses_to_run_without_facemesh() -> None:
     with pytest.raises(GateError, match="FaceMesh"):
         MaskClassifier()
+
+
+def test_model_metadata_names_each_views_network() -> None:
+    """A FaceMesh view is read back at FaceMesh's own side; an unknown network is refused."""
+    from gate.camera.classifier import framing_metadata, read_framings
+
+    views = [Framing(64), Framing(192, 1.5, 0.0, FACEMESH)]
+    meta = framing_metadata(views)
+    assert meta["crop_net"] == ",facemesh"
+    assert read_framings([64, 12], meta) == views  # the feature input's last side is 12
+    assert "crop_net" not in framing_metadata(views[:1])  # pixel-only models stay as before
+    with pytest.raises(GateError, match="unknown feature network"):
+        read_framings([64, 12], meta | {"crop_net": ",lidar"})

@@ -74,7 +74,7 @@ DETECTOR = ModelFile(
     ),
 )
 FACEMESH = ModelFile(
-    "FaceMesh landmark network",
+    "FaceMesh landmark",
     "face_landmark.tflite",
     (
         _wheel_source(
