@@ -122,6 +122,17 @@ def read_framings(sizes: Sequence[int], meta: dict[str, str]) -> list[Framing]:
         raise GateError(f"model metadata holds a bad crop framing: {scales} / {shifts}") from None
 
 
+def trunk_for(
+    views: Sequence[Framing], facemesh_model: Path | None, threads: int = 1
+) -> facemesh.FaceMeshTrunk | None:
+    """The FaceMesh trunk when any view reads FaceMesh features, else None."""
+    if not any(v.net == FACEMESH for v in views):
+        return None
+    if facemesh_model is None:
+        raise GateError("this mask model needs the FaceMesh network: run `gate models fetch`")
+    return facemesh.FaceMeshTrunk(facemesh_model, threads)
+
+
 def model_inputs(
     views: Sequence[Framing], tensors: Sequence[np.ndarray], trunk: Callable | None
 ) -> list[np.ndarray]:
@@ -176,10 +187,7 @@ class MaskClassifier:
         # and the framing its metadata records.
         sizes = [i.shape[-1] if isinstance(i.shape[-1], int) else INPUT_SIZE for i in inputs]
         self.views = read_framings(sizes, meta)
-        needs_trunk = any(v.net == FACEMESH for v in self.views)
-        if needs_trunk and facemesh_model is None:
-            raise GateError(f"mask classifier {model_path} needs the FaceMesh network")
-        self._trunk = facemesh.FaceMeshTrunk(facemesh_model, threads) if needs_trunk else None
+        self._trunk = trunk_for(self.views, facemesh_model, threads)
         self.bias = np.array(
             bias if bias is not None else [float(v) for v in meta.get("bias", "0,0,0").split(",")],
             dtype=np.float32,

@@ -96,10 +96,10 @@ class _Converter:
     def name(self, tensor_name: str) -> str:
         return self.rename.get(tensor_name, tensor_name)
 
-    def constant(self, name: str, value: np.ndarray) -> str:
+    def constant(self, name: str, value: np.ndarray, dtype: type = np.float32) -> str:
         from onnx import numpy_helper
 
-        self.initializers.append(numpy_helper.from_array(value.astype(np.float32), name))
+        self.initializers.append(numpy_helper.from_array(value.astype(dtype), name))
         return name
 
     def tensor(self, index: int) -> tuple[str, np.ndarray | None]:
@@ -133,14 +133,13 @@ class _Converter:
             return out
         x = self.name(ins[0][0])
         if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            options = (
-                self.tflite.Conv2DOptions()
+            options = self._options(
+                op,
+                self.tflite.Conv2DOptions
                 if kind == "CONV_2D"
-                else self.tflite.DepthwiseConv2DOptions()
+                else self.tflite.DepthwiseConv2DOptions,
+                out,
             )
-            table = op.BuiltinOptions()
-            options.Init(table.Bytes, table.Pos)
-            self._no_activation(options, out)
             kernel, bias = ins[1][1], ins[2][1]
             if kind == "CONV_2D":  # O, H, W, I → O, I, H, W
                 weight, group = kernel.transpose(0, 3, 1, 2), 1
@@ -172,10 +171,7 @@ class _Converter:
         elif kind == "ADD":
             self.nodes.append(helper.make_node("Add", [x, self.name(ins[1][0])], [out]))
         elif kind == "MAX_POOL_2D":
-            options = self.tflite.Pool2DOptions()
-            table = op.BuiltinOptions()
-            options.Init(table.Bytes, table.Pos)
-            self._no_activation(options, out)
+            options = self._options(op, self.tflite.Pool2DOptions, out)
             self.nodes.append(
                 helper.make_node(
                     "MaxPool",
@@ -191,7 +187,7 @@ class _Converter:
             self.nodes.append(
                 helper.make_node(
                     "Pad",
-                    [x, self._int64(f"{out}_pads", pads.T.reshape(-1))],
+                    [x, self.constant(f"{out}_pads", pads.T.reshape(-1), np.int64)],
                     [out],
                     mode="constant",
                 )
@@ -200,18 +196,16 @@ class _Converter:
             raise GateError(f"FaceMesh layer {out} uses {kind}, which the converter does not know")
         return out
 
-    def _int64(self, name: str, value: np.ndarray) -> str:
-        from onnx import numpy_helper
-
-        self.initializers.append(numpy_helper.from_array(value.astype(np.int64), name))
-        return name
-
     def _pad(self, options) -> str:
         return "SAME_UPPER" if options.Padding() == self.tflite.Padding.SAME else "VALID"
 
-    def _no_activation(self, options, out: str) -> None:
+    def _options(self, op, kind: type, out: str):  # -> an instance of `kind`
+        """An operator's options table; refused if it fuses an activation (none here do)."""
+        options, table = kind(), op.BuiltinOptions()
+        options.Init(table.Bytes, table.Pos)
         if options.FusedActivationFunction() != self.tflite.ActivationFunctionType.NONE:
             raise GateError(f"FaceMesh layer {out} has a fused activation the converter lacks")
+        return options
 
 
 class FaceMeshTrunk:

@@ -34,6 +34,7 @@ from gate.camera.classifier import (
     model_inputs,
     plain_logp,
     read_framings,
+    trunk_for,
 )
 from gate.camera.data import (
     SPLIT_SEED,
@@ -375,7 +376,7 @@ def train(
     frame = frame or Framing()
     if (arch == FACEMESH_HEAD) != (frame.net == FACEMESH):
         raise GateError(f"{arch} does not read {frame.net or 'pixels'}")
-    trunk = facemesh.FaceMeshTrunk(facemesh_model, threads) if frame.net == FACEMESH else None
+    trunk = trunk_for([frame], facemesh_model, threads)
     inputs_of = partial(model_inputs, [frame], trunk=trunk)  # crop tensors → network input
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
@@ -560,9 +561,7 @@ def merge(
     _require_torch()
     import torch
 
-    trunk = (
-        facemesh.FaceMeshTrunk(facemesh_model) if any(v.net == FACEMESH for v in views) else None
-    )
+    trunk = trunk_for(views, facemesh_model)
     samples = load_samples(datasets, detector_model, log, max(v.patch_side for v in views), cache)
     _, is_val = samples.parts()
     patches = torch.from_numpy(samples.patches[is_val])
