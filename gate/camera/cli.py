@@ -6,6 +6,7 @@ Every failure is a GateError with one line; the `gate` CLI prints it and exits n
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +18,7 @@ from gate.errors import GateError
 DEFAULT_DATASETS = Path("../shared/datasets")
 
 models_app = typer.Typer(
-    help="Fetch the networks others trained (BlazeFace, FaceMesh); merge trained mask models.",
+    help="Fetch the networks others trained (BlazeFace, FaceMesh); merge and quantize mask models.",
     no_args_is_help=True,
 )
 
@@ -40,29 +41,57 @@ def models_fetch(
     fetch_models(data_dir, force=force, log=lambda line: typer.echo(line, err=True))
 
 
+ScenesFolder = Annotated[
+    Path, typer.Option("--datasets", help="Folder holding face-mask-scenes/ (its validation part).")
+]
+FacesCache = Annotated[
+    Path | None, typer.Option("--cache", help="Collected faces written by `gate train --cache`.")
+]
+
+
 @models_app.command("merge")
 def models_merge(
     out: Annotated[Path, typer.Argument(help="Where to write the merged ONNX model.")],
     members: Annotated[list[Path], typer.Argument(help="Two or more models from `gate train`.")],
-    datasets: Annotated[
-        Path, typer.Option(help="Folder holding face-mask-scenes/ (for the validation part).")
-    ] = DEFAULT_DATASETS,
-    cache: Annotated[
-        Path | None, typer.Option(help="Collected faces written by `gate train --cache`.")
-    ] = None,
+    datasets: ScenesFolder = DEFAULT_DATASETS,
+    cache: FacesCache = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Average trained mask models into one and calibrate its bias on the validation part.
 
     Members trained on different framings become views: one crop of each face per framing.
     """
-    from gate.camera.models import detector_path, facemesh_path
     from gate.camera.train import merge
 
+    _build_model(merge, out, data_dir, datasets=datasets, members=members, cache=cache)
+
+
+@models_app.command("quantize")
+def models_quantize(
+    model: Annotated[Path, typer.Argument(help="A float model from `gate models merge`.")],
+    out: Annotated[Path, typer.Argument(help="Where to write the int8 ONNX model.")],
+    datasets: ScenesFolder = DEFAULT_DATASETS,
+    cache: FacesCache = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Store a mask model's networks as int8 for speed, and compare both on the validation part.
+
+    Activation ranges are measured on training faces; the report says how many validation
+    faces the two models label alike.
+    """
+    from gate.camera.quantize import quantize
+
+    _build_model(quantize, out, data_dir, datasets=datasets, model_path=model, cache=cache)
+
+
+def _build_model(build: Callable[..., dict], out: Path, data_dir: Path, **args: object) -> None:
+    """Run a model-building step on the cached networks and print its JSON report."""
+    from gate.camera.models import detector_path, facemesh_path
+
     _make_parent(out)
-    report = merge(
-        datasets, detector_path(data_dir), members, out, cache=cache,
-        log=lambda line: typer.echo(line, err=True), facemesh_model=facemesh_path(data_dir),
+    report = build(
+        detector_model=detector_path(data_dir), facemesh_model=facemesh_path(data_dir), out=out,
+        log=lambda line: typer.echo(line, err=True), **args,
     )  # fmt: skip
     typer.echo(json.dumps(report, indent=1))
 

@@ -46,6 +46,7 @@ from gate.camera.data import (
 from gate.camera.detector import FaceDetector, box_in_face_image, greedy_match, iou
 from gate.camera.evaluate import MATCH_IOU, scene_detections
 from gate.camera.evaluate import MIN_FACE as MIN_FACE_SCORED
+from gate.camera.quantize import is_quantized
 from gate.camera.verdict import Box
 from gate.errors import GateError
 
@@ -554,6 +555,8 @@ def merge(
             models.append(onnx.load(str(path)))
         except Exception as exc:  # onnx raises protobuf, OS and its own errors
             raise GateError(f"cannot read member model {path}: {exc}") from None
+        if is_quantized(models[-1]):
+            raise GateError(f"{path} is quantized; merge the float models, then quantize")
     member_views = [_framings(m) for m in models]
     views = list(dict.fromkeys(v for mv in member_views for v in mv))  # distinct, in order
     counts = [_member_count(m) for m in models]
