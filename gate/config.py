@@ -11,7 +11,7 @@ from __future__ import annotations
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -127,6 +127,11 @@ class ServerSettings(Section):
     default_language: str = Field("vi", pattern="^(vi|en)$")
     secure_cookies: bool = Field(False, description="Set on when the panel is served over HTTPS.")
     mjpeg_fps: float = Field(10.0, gt=0, le=10)
+    csv_separator: Literal[",", ";"] = Field(
+        ",",
+        description="';' also writes decimal commas: what Excel expects where the system's "
+        "number format uses a decimal comma, as in Vietnamese.",
+    )
 
 
 class Settings(BaseSettings):

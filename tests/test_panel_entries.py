@@ -189,6 +189,25 @@ def test_csv_export_streams_everything_filtered_and_safe(tmp_path: Path) -> None
     )
 
 
+def test_csv_export_for_a_decimal_comma_spreadsheet(tmp_path: Path) -> None:
+    """With `csv_separator = ";"` cells split on ";" and numbers carry a decimal comma,
+    as Excel reads them under a Vietnamese number format; text stays guarded."""
+    app, runtime = make_app(tmp_path, csv_separator=";")
+    rows = seed(runtime.engine, 3, mask_score=0.875)
+    seed(runtime.engine, 1, mask_label="=1+2;x", mask_score=1.0)
+    client = client_for(app, "manager")
+    body = client.get("/entries/export.csv").content.decode("utf-8-sig")
+    assert body.startswith("id;gate;seen;outcome;mask_label;mask_score;")
+    table = list(csv.reader(io.StringIO(body), delimiter=";"))
+    header, lines = table[0], table[1:]
+    assert len(lines) == len(rows) + 1 and all(len(line) == len(header) for line in lines)
+    score, label = header.index("mask_score"), header.index("mask_label")
+    assert sorted(line[score] for line in lines) == ["0,875", "0,875", "0,875", "1,0"]
+    assert "'=1+2;x" in {line[label] for line in lines}  # quoted, so its ';' splits nothing
+    daily = client.get("/stats/daily.csv").content.decode("utf-8-sig")
+    assert daily.startswith("day;admitted;not_admitted;pending;doses;refills\r\n")
+
+
 def test_export_batches_are_bounded(tmp_path: Path) -> None:
     runtime = make_runtime(tmp_path)
     seed(runtime.engine, 2_500)

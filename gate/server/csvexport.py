@@ -1,5 +1,9 @@
 """Streaming CSV for spreadsheets: UTF-8 with BOM, local times, no formula injection.
 
+Excel splits a double-clicked CSV by the system's list separator, which is ";"
+wherever the decimal mark is a comma (Vietnamese among them). With the ";"
+setting, numbers get a decimal comma too, so Excel reads them as numbers.
+
 A cell that a spreadsheet would read as a formula (starting with = + - @, tab
 or carriage return) gets a leading apostrophe, per OWASP's CSV-injection
 advice. Gate ids and labels are ours today, but alert messages and future
@@ -23,11 +27,13 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 BOM = "\ufeff"  # lets Excel open UTF-8 Vietnamese text correctly
 
 
-def safe_cell(value: Any, zone: ZoneInfo) -> str | int | float:
+def safe_cell(value: Any, zone: ZoneInfo, decimal_comma: bool = False) -> str | int | float:
     if value is None:
         return ""
     if isinstance(value, bool):
         return int(value)
+    if isinstance(value, float) and decimal_comma:
+        return repr(value).replace(".", ",")
     if isinstance(value, int | float):
         return value
     if isinstance(value, datetime):
@@ -37,15 +43,19 @@ def safe_cell(value: Any, zone: ZoneInfo) -> str | int | float:
 
 
 def csv_chunks(
-    header: Sequence[str], batches: Iterable[Sequence[Sequence[Any]]], zone: ZoneInfo
+    header: Sequence[str],
+    batches: Iterable[Sequence[Sequence[Any]]],
+    zone: ZoneInfo,
+    separator: str = ",",
 ) -> Iterator[bytes]:
     """One encoded chunk per batch of rows, so memory stays at one batch."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer = csv.writer(buffer, delimiter=separator, lineterminator="\r\n")
+    comma = separator == ";"
     buffer.write(BOM)
     writer.writerow([safe_cell(h, zone) for h in header])
     for rows in batches:
-        writer.writerows([safe_cell(v, zone) for v in row] for row in rows)
+        writer.writerows([safe_cell(v, zone, comma) for v in row] for row in rows)
         yield buffer.getvalue().encode("utf-8")
         buffer.seek(0)
         buffer.truncate()
@@ -54,11 +64,15 @@ def csv_chunks(
 
 
 def csv_download(
-    filename: str, header: Sequence[str], batches: Iterable[Sequence[Sequence[Any]]], zone: ZoneInfo
+    filename: str,
+    header: Sequence[str],
+    batches: Iterable[Sequence[Sequence[Any]]],
+    zone: ZoneInfo,
+    separator: str = ",",
 ) -> StreamingResponse:
     """A streamed CSV attachment that browsers and proxies do not cache."""
     return StreamingResponse(
-        csv_chunks(header, batches, zone),
+        csv_chunks(header, batches, zone, separator),
         media_type="text/csv; charset=utf-8",
         headers={
             "Content-Disposition": f'attachment; filename="{filename}"',

@@ -103,8 +103,9 @@ async def export_csv(request: Request, query: Filters) -> Response:
     flt = parse_entry_filter(query, p.zone, gates)
     stamp = datetime.now(p.zone).strftime("%Y%m%d-%H%M")
     return csv_download(
-        f"entries-{stamp}.csv", EXPORT_HEADER, queries.iter_entry_batches(p.engine, flt), p.zone
-    )
+        f"entries-{stamp}.csv", EXPORT_HEADER, queries.iter_entry_batches(p.engine, flt), p.zone,
+        p.settings.server.csv_separator,
+    )  # fmt: skip
 
 
 @router.get("/{entry_id}")

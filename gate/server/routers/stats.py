@@ -41,7 +41,10 @@ async def daily_csv(request: Request, day: Day = "", days: int = 7, gate: Gate =
     """The daily table of the page, for a spreadsheet: one row per local day."""
     stats, _gates = await figures(request, day, days, gate)
     name = f"stats-{stats.day.isoformat()}-{days}d{'-' + gate if gate else ''}.csv"
-    return csv_download(name, DAILY_HEADER, [stats.daily_rows()], panel(request).zone)
+    p = panel(request)
+    return csv_download(
+        name, DAILY_HEADER, [stats.daily_rows()], p.zone, p.settings.server.csv_separator
+    )
 
 
 @router.get("")
