@@ -142,12 +142,12 @@ def quantize(
         return model_inputs(views, [nominal(patches, v).numpy() for v in views], trunk)
 
     rng = np.random.default_rng(CALIBRATION_SEED)
-    chosen = rng.choice(np.flatnonzero(is_train), CALIBRATION_FACES, replace=False)
+    pool = np.flatnonzero(is_train)
     picked = np.zeros(len(is_train), bool)
-    picked[chosen] = True
+    picked[rng.choice(pool, min(CALIBRATION_FACES, len(pool)), replace=False)] = True
     calibration = inputs_for(picked)
-    feeds = [[x[i : i + 1] for x in calibration] for i in range(CALIBRATION_FACES)]
-    log(f"measuring activation ranges on {CALIBRATION_FACES} training faces")
+    feeds = [[x[i : i + 1] for x in calibration] for i in range(int(picked.sum()))]
+    log(f"measuring activation ranges on {len(feeds)} training faces")
     small = quantized(model, feeds)
     onnx.save(small, str(out))
 
@@ -158,7 +158,7 @@ def quantize(
     same = int(((logp_float + bias).argmax(1) == (logp_int8 + bias).argmax(1)).sum())
     report = {
         "source": str(model_path),
-        "calibration_faces": CALIBRATION_FACES,
+        "calibration_faces": len(feeds),
         "bias": bias.tolist(),
         "n_val": int(is_val.sum()),
         "val_float": val_scores(logp_float, y_val, bias),
