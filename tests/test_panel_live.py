@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from gate.server.queries import acknowledge_alert
 from gate.server.texts import ALERT_DETAILS
 from gate.store.db import session
 from gate.store.models import Alert, AuditEvent
-from gate.store.records import raise_alert
+from gate.store.records import raise_alert, record_audit
 from tests.panel_support import client_for, make_app
 
 
@@ -96,11 +97,36 @@ def test_alerts_are_listed_acknowledged_once_and_audited(tmp_path: Path) -> None
         alert = db.get(Alert, 1)
         audit = db.exec(select(AuditEvent).where(AuditEvent.action == "alert_ack")).all()
     assert alert is not None and alert.acknowledged_by == "security"
-    assert [(a.actor, a.detail) for a in audit] == [
-        ("security", "alert 1 fluid_low: <b>level 9%</b>")
+    assert [(a.actor, json.loads(a.detail)) for a in audit] == [
+        ("security", {"alert": 1, "kind": "fluid_low", "message": "<b>level 9%</b>"})
     ]
     assert [e.kind for e in runtime.bus.recent()] == ["alert_ack"]
     assert guard.post("/api/alerts/1/ack").status_code == 404
+    manager = client_for(app, "manager")
+    page = manager.get("/audit?action=alert_ack").text
+    assert "cảnh báo #1, Sắp hết dung dịch sát khuẩn: &lt;b&gt;level 9%&lt;/b&gt;" in page
+
+
+def test_audit_rows_read_in_the_managers_language(tmp_path: Path) -> None:
+    """Structured details and our own login-refusal reasons are translated; staff reasons
+    and rows written before details were structured are shown as stored."""
+    app, runtime = make_app(tmp_path)
+    record_audit(runtime.engine, "system", "retention", "", '{"entries": 3, "snapshots": 2}')
+    record_audit(runtime.engine, "x", "login_failed", "locked", '{"address": "198.51.100.4"}')
+    record_audit(runtime.engine, "admin", "user_create", "", '{"user": "lan", "role": "manager"}')
+    record_audit(runtime.engine, "cli", "user_disable", "", "old-style plain text")
+    record_audit(runtime.engine, "cli", "user_password", "", '{"other": "shape"}')
+    manager = client_for(app, "manager")
+    page = manager.get("/audit").text
+    assert "Đã xóa hồ sơ cũ" in page and "đã xóa 3 lượt ra vào và 2 ảnh" in page
+    assert "từ 198.51.100.4" in page and "Tài khoản bị khóa trong vài phút" in page
+    assert "old-style plain text" in page and "{&#34;other&#34;: &#34;shape&#34;}" in page
+    assert "lan, vai trò: Quản lý" in page
+    manager.post("/lang", data={"lang": "en", "csrf_token": manager.headers["x-csrf-token"]})
+    page = manager.get("/audit").text
+    assert "Old records deleted" in page and "3 entries and 2 snapshots deleted" in page
+    assert "from 198.51.100.4" in page and "This account is locked" in page
+    assert "lan, role: Manager" in page
 
 
 def test_an_entry_alert_reads_in_the_guards_language(tmp_path: Path) -> None:

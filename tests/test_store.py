@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -105,5 +106,5 @@ def test_retention_job_deletes_files_and_audits_what_it_deleted(
     assert not snap.exists()
     with session(engine) as s:
         (audit,) = s.scalars(select(AuditEvent).where(AuditEvent.action == "retention"))
-    assert audit.detail == "deleted 1 entries and 1 snapshots" and audit.actor == "system"
+    assert json.loads(audit.detail) == {"entries": 1, "snapshots": 1} and audit.actor == "system"
     assert apply_retention(engine, settings, "g1") == (0, 0)

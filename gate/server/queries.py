@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, Engine, Row, and_, func, or_, select, upda
 from gate.server.i18n import as_utc
 from gate.store.db import session
 from gate.store.models import Alert, AuditEvent, Entry, Gate, Outcome, StationLog
+from gate.store.records import audit_detail
 
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -216,7 +217,7 @@ def acknowledge_alert(engine: Engine, alert_id: int, actor: str) -> Alert | None
                 actor=actor,
                 action="alert_ack",
                 gate_id=alert.gate_id,
-                detail=f"alert {alert_id} {alert.kind}: {alert.message}"[:2000],
+                detail=audit_detail(alert=alert_id, kind=alert.kind, message=alert.message[:1000]),
             )
         )
         db.commit()

@@ -6,6 +6,7 @@ from the runtime is visible at once and merely untranslated.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from gate.server.i18n import N_
@@ -124,6 +125,26 @@ ACTIONS: dict[str, str] = {
     "user_create": N_("User created"),
     "user_password": N_("Password changed"),
     "user_disable": N_("User disabled"),
+    "retention": N_("Old records deleted"),
+}
+
+# An audit row's JSON detail, per action; keys that name another table's key are
+# translated through it (DETAIL_KEYS). Older rows hold plain text, shown as it is.
+AUDIT_DETAILS: dict[str, str] = {
+    "login": N_("from %(address)s"),
+    "login_failed": N_("from %(address)s"),
+    "user_create": N_("%(user)s, role: %(role)s"),
+    "user_password": N_("user %(user)s"),
+    "user_disable": N_("user %(user)s"),
+    "alert_ack": N_("alert #%(alert)s, %(kind)s: %(message)s"),
+    "retention": N_("%(entries)s entries and %(snapshots)s snapshots deleted"),
+}
+
+# Why a login was refused: the audit row's reason.
+LOGIN_REFUSALS: dict[str, str] = {
+    "bad_credentials": N_("Wrong username or password."),
+    "locked": N_("Too many failed attempts. This account is locked for a few minutes."),
+    "disabled": N_("This account is disabled."),
 }
 
 LINK_STATES: dict[str, str] = {
@@ -144,6 +165,27 @@ def label(table: dict[str, str], key: object, translate: Callable[[str], str]) -
         return ""
     text = table.get(str(key))
     return translate(text) if text is not None else str(key)
+
+
+def audit_detail(action: str, detail: str, translate: Callable[[str], str]) -> str:
+    """An audit row's detail in the reader's language; anything unexpected as stored."""
+    template = AUDIT_DETAILS.get(action)
+    try:
+        fields = json.loads(detail) if template else None
+        if not isinstance(fields, dict):
+            return detail
+        tables = {"role": ROLES, "kind": ALERTS, "message": ALERT_DETAILS}
+        values = {
+            k: label(tables[k], v, translate) if k in tables else v for k, v in fields.items()
+        }
+        return translate(template) % values
+    except (ValueError, KeyError, TypeError):  # plain text, or fields of another shape
+        return detail
+
+
+def audit_reason(action: str, reason: str, translate: Callable[[str], str]) -> str:
+    """Staff type their own reasons; a refused login's reason is one of ours, translated."""
+    return label(LOGIN_REFUSALS, reason, translate) if action == "login_failed" else reason
 
 
 def catalog(translate: Callable[[str], str]) -> dict[str, dict[str, str]]:

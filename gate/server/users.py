@@ -20,7 +20,7 @@ from sqlmodel import select
 from gate.errors import GateError
 from gate.store.db import session
 from gate.store.models import AuditEvent, Role, User
-from gate.store.records import record_audit
+from gate.store.records import audit_detail, record_audit
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}$")
 MIN_PASSWORD = 10
@@ -91,7 +91,11 @@ def create_user(
             raise GateError(f"user {name!r} already exists")
         user = User(username=name, role=checked_role.value, password_hash=_hasher.hash(password))
         db.add(user)
-        db.add(AuditEvent(actor=actor, action="user_create", detail=f"{name} role={checked_role}"))
+        db.add(
+            AuditEvent(
+                actor=actor, action="user_create", detail=audit_detail(user=name, role=checked_role)
+            )
+        )
         db.commit()
         db.refresh(user)
         return user
@@ -113,7 +117,9 @@ def set_password(engine: Engine, username: str, password: str, actor: str = "cli
         user.failed_logins = 0
         user.locked_until = None
         db.add(user)
-        db.add(AuditEvent(actor=actor, action="user_password", detail=user.username))
+        db.add(
+            AuditEvent(actor=actor, action="user_password", detail=audit_detail(user=user.username))
+        )
         db.commit()
 
 
@@ -123,7 +129,9 @@ def disable_user(engine: Engine, username: str, actor: str = "cli") -> None:
         user = _get(db, username)
         user.disabled = True
         db.add(user)
-        db.add(AuditEvent(actor=actor, action="user_disable", detail=user.username))
+        db.add(
+            AuditEvent(actor=actor, action="user_disable", detail=audit_detail(user=user.username))
+        )
         db.commit()
 
 

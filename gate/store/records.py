@@ -6,6 +6,7 @@ flight and never leaves half of one.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -110,6 +111,12 @@ def raise_alert(
 ) -> Alert:
     alert = Alert(gate_id=gate_id, kind=kind, severity=severity, message=message, entry_id=entry_id)
     return _insert(engine, alert)
+
+
+def audit_detail(**fields: object) -> str:
+    """An audit row's detail as JSON fields, so the panel can show it in the reader's
+    language; a spreadsheet or a `sqlite3` shell still reads it as text."""
+    return json.dumps(fields, ensure_ascii=False, separators=(", ", ": "))
 
 
 def record_audit(

@@ -7,7 +7,7 @@ import logging
 from sqlalchemy import Engine
 
 from gate.config import RetentionSettings
-from gate.store.records import purge_old, record_audit
+from gate.store.records import audit_detail, purge_old, record_audit
 
 log = logging.getLogger("gate.retention")
 
@@ -19,7 +19,7 @@ def apply_retention(engine: Engine, retention: RetentionSettings, gate_id: str) 
         path.unlink(missing_ok=True)
     snapshots = len(set(paths))
     if entries or snapshots:
-        detail = f"deleted {entries} entries and {snapshots} snapshots"
-        log.info("retention: %s", detail)
+        log.info("retention: deleted %d entries and %d snapshots", entries, snapshots)
+        detail = audit_detail(entries=entries, snapshots=snapshots)
         record_audit(engine, "system", "retention", "", detail, gate_id)
     return entries, snapshots

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from gate.server import queries
-from gate.server.web import panel, render, require
+from gate.server import queries, texts
+from gate.server.web import panel, render, require, translator
 from gate.store.models import Role
 
 router = APIRouter(prefix="/audit", dependencies=[Depends(require(Role.MANAGER))])
@@ -31,6 +31,7 @@ async def audit_page(
         older_url = "/audit?" + urlencode(
             {**({"action": action} if action else {}), "before": rows[PAGE - 1].id}
         )
+    _ = translator(request)
     return render(
         request,
         "audit.html",
@@ -39,5 +40,7 @@ async def audit_page(
             "older_url": older_url,
             "action": action,
             "actions": actions,
+            "audit_detail": lambda action, detail: texts.audit_detail(action, detail, _),
+            "audit_reason": lambda action, reason: texts.audit_reason(action, reason, _),
         },
     )

@@ -31,6 +31,7 @@ from gate.server.web import (
     session_of,
     user_of,
 )
+from gate.store.records import audit_detail
 
 router = APIRouter()
 
@@ -79,12 +80,14 @@ async def login(
             username.strip().lower()[:64] or "?",
             "login_failed",
             reason.value,
-            f"from {client}",
+            audit_detail(address=client),
         )
         status = 429 if reason is LoginFailure.LOCKED else 401
         return render(request, "login.html", {"next": target, "error": reason.value}, status)
     replace_session(request, SessionData.for_user(result.user.id, result.user.password_hash))
-    await run_in_threadpool(audit, p.engine, result.user.username, "login", "", f"from {client}")
+    await run_in_threadpool(
+        audit, p.engine, result.user.username, "login", "", audit_detail(address=client)
+    )
     return redirect(request, target)
 
 
