@@ -50,6 +50,11 @@ def test_eval_without_cached_detector_names_the_fix(app: typer.Typer, tmp_path: 
         ["train", "--out", "{blocker}/model.onnx"],
         ["models", "merge", "{blocker}/model.onnx", "a.onnx", "b.onnx"],
         ["train", "--fold", "5", "--folds", "5", "--out", "{tmp}/model.onnx"],
+        ["models", "quantize", "a.onnx", "{blocker}/model.onnx"],
+        *(
+            ["models", "quantize", "a.onnx", "{tmp}/model.onnx", "--bias", bias]
+            for bias in ("1,2", "a,b,c", "nan,0,0", "1,2,3,4", "")
+        ),
     ],
 )
 def test_bad_training_arguments_fail_before_any_work(

@@ -6,6 +6,7 @@ Every failure is a GateError with one line; the `gate` CLI prints it and exits n
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -73,6 +74,13 @@ def models_quantize(
     datasets: ScenesFolder = DEFAULT_DATASETS,
     cache: FacesCache = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
+    bias: Annotated[
+        str | None,
+        typer.Option(
+            help="Log-prior offsets mask,incorrect_mask,no_mask for the int8 model "
+            "(default: the float model's), e.g. 0,0.75,1.25."
+        ),
+    ] = None,
 ) -> None:
     """Store a mask model's networks as int8 for speed, and compare both on the validation part.
 
@@ -81,7 +89,20 @@ def models_quantize(
     """
     from gate.camera.quantize import quantize
 
-    _build_model(quantize, out, data_dir, datasets=datasets, model_path=model, cache=cache)
+    offsets = None if bias is None else _bias(bias)
+    _build_model(
+        quantize, out, data_dir, datasets=datasets, model_path=model, cache=cache, bias=offsets
+    )
+
+
+def _bias(text: str) -> tuple[float, float, float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3 or not all(math.isfinite(v) for v in values):
+        raise GateError(f"--bias {text!r}: give three numbers, e.g. 0,0.75,1.25")
+    return values[0], values[1], values[2]
 
 
 def _build_model(build: Callable[..., dict], out: Path, data_dir: Path, **args: object) -> None:

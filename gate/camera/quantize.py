@@ -106,11 +106,13 @@ def quantize(
     log: Callable[[str], None] = print,
     cache: Path | None = None,
     facemesh_model: Path | None = None,
+    bias: tuple[float, float, float] | None = None,
 ) -> dict:
     """Quantize a merged model on training faces; report both models on the validation part.
 
-    The report holds each model's validation figures with the model's own bias and how
-    many validation faces the two label alike, so the int8 model is judged before use.
+    The report holds each model's validation figures with the bias (the model's own, or
+    `bias`, which then replaces it in the int8 model's metadata) and how many validation
+    faces the two label alike, so the int8 model is judged before use.
     """
     import onnx
 
@@ -149,20 +151,27 @@ def quantize(
     feeds = [[x[i : i + 1] for x in calibration] for i in range(int(picked.sum()))]
     log(f"measuring activation ranges on {len(feeds)} training faces")
     small = quantized(model, feeds)
+    meta = {p.key: p.value for p in model.metadata_props}
+    offsets = np.array(
+        bias if bias is not None else [float(b) for b in meta.get("bias", "0,0,0").split(",")],
+        np.float32,
+    )
+    kept = [p for p in small.metadata_props if p.key != "bias"]
+    del small.metadata_props[:]
+    small.metadata_props.extend(kept)
+    small.metadata_props.add(key="bias", value=",".join(f"{b:.3f}" for b in offsets))
     onnx.save(small, str(out))
 
-    meta = {p.key: p.value for p in model.metadata_props}
-    bias = np.array([float(b) for b in meta.get("bias", "0,0,0").split(",")], np.float32)
     val_inputs, y_val = inputs_for(is_val), samples.labels[is_val]
     logp_float, logp_int8 = (_onnx_val_logp(m, val_inputs) for m in (model, small))
-    same = int(((logp_float + bias).argmax(1) == (logp_int8 + bias).argmax(1)).sum())
+    same = int(((logp_float + offsets).argmax(1) == (logp_int8 + offsets).argmax(1)).sum())
     report = {
         "source": str(model_path),
         "calibration_faces": len(feeds),
-        "bias": bias.tolist(),
+        "bias": offsets.tolist(),
         "n_val": int(is_val.sum()),
-        "val_float": val_scores(logp_float, y_val, bias),
-        "val_int8": val_scores(logp_int8, y_val, bias),
+        "val_float": val_scores(logp_float, y_val, offsets),
+        "val_int8": val_scores(logp_int8, y_val, offsets),
         "val_same_label": same,
         "bytes": {"float": model_path.stat().st_size, "int8": out.stat().st_size},
     }
