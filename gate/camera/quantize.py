@@ -84,7 +84,7 @@ def quantized(model, calibration: Sequence[list[np.ndarray]]) -> object:
         source, prepared, target = (Path(tmp) / f"{n}.onnx" for n in ("float", "prep", "int8"))
         onnx.save(float32_model(model), str(source))
         # Shape inference and graph clean-up first, as onnxruntime's quantizer advises.
-        quant_pre_process(str(source), str(prepared))
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         quantize_static(
             str(prepared), str(target), Feeds(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
