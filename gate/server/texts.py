@@ -128,8 +128,8 @@ ACTIONS: dict[str, str] = {
     "retention": N_("Old records deleted"),
 }
 
-# An audit row's JSON detail, per action; keys that name another table's key are
-# translated through it (DETAIL_KEYS). Older rows hold plain text, shown as it is.
+# An audit row's JSON detail, per action (`gate.store.records.audit_detail` writes
+# it). Older rows hold plain text, shown as it is.
 AUDIT_DETAILS: dict[str, str] = {
     "login": N_("from %(address)s"),
     "login_failed": N_("from %(address)s"),
@@ -138,6 +138,13 @@ AUDIT_DETAILS: dict[str, str] = {
     "user_disable": N_("user %(user)s"),
     "alert_ack": N_("alert #%(alert)s, %(kind)s: %(message)s"),
     "retention": N_("%(entries)s entries and %(snapshots)s snapshots deleted"),
+}
+
+# Fields of an audit detail whose values are keys of another table, shown translated.
+DETAIL_TABLES: dict[str, dict[str, str]] = {
+    "role": ROLES,
+    "kind": ALERTS,
+    "message": ALERT_DETAILS,
 }
 
 # Why a login was refused: the audit row's reason.
@@ -167,23 +174,23 @@ def label(table: dict[str, str], key: object, translate: Callable[[str], str]) -
     return translate(text) if text is not None else str(key)
 
 
-def audit_detail(action: str, detail: str, translate: Callable[[str], str]) -> str:
+def describe_audit_detail(action: str, detail: str, translate: Callable[[str], str]) -> str:
     """An audit row's detail in the reader's language; anything unexpected as stored."""
     template = AUDIT_DETAILS.get(action)
     try:
         fields = json.loads(detail) if template else None
         if not isinstance(fields, dict):
             return detail
-        tables = {"role": ROLES, "kind": ALERTS, "message": ALERT_DETAILS}
         values = {
-            k: label(tables[k], v, translate) if k in tables else v for k, v in fields.items()
+            k: label(DETAIL_TABLES[k], v, translate) if k in DETAIL_TABLES else v
+            for k, v in fields.items()
         }
         return translate(template) % values
     except (ValueError, KeyError, TypeError):  # plain text, or fields of another shape
         return detail
 
 
-def audit_reason(action: str, reason: str, translate: Callable[[str], str]) -> str:
+def describe_audit_reason(action: str, reason: str, translate: Callable[[str], str]) -> str:
     """Staff type their own reasons; a refused login's reason is one of ours, translated."""
     return label(LOGIN_REFUSALS, reason, translate) if action == "login_failed" else reason
 

@@ -40,7 +40,7 @@ async def audit_page(
             "older_url": older_url,
             "action": action,
             "actions": actions,
-            "audit_detail": lambda action, detail: texts.audit_detail(action, detail, _),
-            "audit_reason": lambda action, reason: texts.audit_reason(action, reason, _),
+            "detail_text": lambda action, detail: texts.describe_audit_detail(action, detail, _),
+            "reason_text": lambda action, reason: texts.describe_audit_reason(action, reason, _),
         },
     )
