@@ -85,6 +85,16 @@ class Framing:
         return self.size if self.net == FACEMESH else 2 * self.size
 
 
+def bias_metadata(bias: Sequence[float]) -> str:
+    """The `bias` metadata entry: log-prior offsets in LABELS order."""
+    return ",".join(f"{b:.3f}" for b in bias)
+
+
+def read_bias(meta: dict[str, str]) -> np.ndarray:
+    """The offsets a model's `bias` metadata entry holds (none: zeros)."""
+    return np.array([float(v) for v in meta.get("bias", "0,0,0").split(",")], dtype=np.float32)
+
+
 def framing_metadata(views: Sequence[Framing]) -> dict[str, str]:
     """Model metadata for its inputs' framings, in input order."""
     meta = {
@@ -188,10 +198,7 @@ class MaskClassifier:
         sizes = [i.shape[-1] if isinstance(i.shape[-1], int) else INPUT_SIZE for i in inputs]
         self.views = read_framings(sizes, meta)
         self._trunk = trunk_for(self.views, facemesh_model, threads)
-        self.bias = np.array(
-            bias if bias is not None else [float(v) for v in meta.get("bias", "0,0,0").split(",")],
-            dtype=np.float32,
-        )
+        self.bias = read_bias(meta) if bias is None else np.array(bias, dtype=np.float32)
         self.last_ms = 0.0
 
     def probabilities(self, *views: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gate.camera.classifier import model_inputs, trunk_for
+from gate.camera.classifier import bias_metadata, read_bias, trunk_for
 from gate.errors import GateError
 
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger"}
@@ -120,8 +120,8 @@ def quantize(
         _framings,
         _onnx_val_logp,
         _require_torch,
+        cached_inputs,
         load_samples,
-        nominal,
         val_scores,
     )
 
@@ -132,37 +132,27 @@ def quantize(
     if is_quantized(model):
         raise GateError(f"{model_path} is already quantized; quantize the float model")
     _require_torch()
-    import torch
-
     views = _framings(model)
     trunk = trunk_for(views, facemesh_model)
     samples = load_samples(datasets, detector_model, log, max(v.patch_side for v in views), cache)
     is_train, is_val = samples.parts()
-
-    def inputs_for(mask: np.ndarray) -> list[np.ndarray]:
-        patches = torch.from_numpy(samples.patches[mask])
-        return model_inputs(views, [nominal(patches, v).numpy() for v in views], trunk)
-
     rng = np.random.default_rng(CALIBRATION_SEED)
     pool = np.flatnonzero(is_train)
     picked = np.zeros(len(is_train), bool)
     picked[rng.choice(pool, min(CALIBRATION_FACES, len(pool)), replace=False)] = True
-    calibration = inputs_for(picked)
+    calibration = cached_inputs(samples, picked, views, trunk)
     feeds = [[x[i : i + 1] for x in calibration] for i in range(int(picked.sum()))]
     log(f"measuring activation ranges on {len(feeds)} training faces")
     small = quantized(model, feeds)
     meta = {p.key: p.value for p in model.metadata_props}
-    offsets = np.array(
-        bias if bias is not None else [float(b) for b in meta.get("bias", "0,0,0").split(",")],
-        np.float32,
-    )
+    offsets = read_bias(meta) if bias is None else np.array(bias, np.float32)
     kept = [p for p in small.metadata_props if p.key != "bias"]
     del small.metadata_props[:]
     small.metadata_props.extend(kept)
-    small.metadata_props.add(key="bias", value=",".join(f"{b:.3f}" for b in offsets))
+    small.metadata_props.add(key="bias", value=bias_metadata(offsets))
     onnx.save(small, str(out))
 
-    val_inputs, y_val = inputs_for(is_val), samples.labels[is_val]
+    val_inputs, y_val = cached_inputs(samples, is_val, views, trunk), samples.labels[is_val]
     logp_float, logp_int8 = (_onnx_val_logp(m, val_inputs) for m in (model, small))
     same = int(((logp_float + offsets).argmax(1) == (logp_int8 + offsets).argmax(1)).sum())
     report = {

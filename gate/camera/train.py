@@ -29,6 +29,7 @@ from gate.camera.classifier import (
     INPUT_SIZE,
     LABELS,
     Framing,
+    bias_metadata,
     face_crop,
     framing_metadata,
     model_inputs,
@@ -520,7 +521,7 @@ def _save_with_metadata(
     """Write a model with what the classifier reads back: labels, bias and each view's framing."""
     import onnx
 
-    meta = {"labels": ",".join(LABELS), "bias": ",".join(f"{b:.3f}" for b in bias)}
+    meta = {"labels": ",".join(LABELS), "bias": bias_metadata(bias)}
     for key, value in (meta | extra | framing_metadata(views)).items():
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(out))
@@ -562,15 +563,11 @@ def merge(
     counts = [_member_count(m) for m in models]
     model = _averaged(models, [[views.index(v) for v in mv] for mv in member_views], counts)
     _require_torch()
-    import torch
-
     trunk = trunk_for(views, facemesh_model)
     samples = load_samples(datasets, detector_model, log, max(v.patch_side for v in views), cache)
     _, is_val = samples.parts()
-    patches = torch.from_numpy(samples.patches[is_val])
     y_val = samples.labels[is_val]
-    crops = [nominal(patches, v).numpy() for v in views]
-    logp = _onnx_val_logp(model, model_inputs(views, crops, trunk))
+    logp = _onnx_val_logp(model, cached_inputs(samples, is_val, views, trunk))
     bias = calibrate_bias(logp, y_val)
     _save_with_metadata(model, out, bias, views, members=str(sum(counts)))
     report = {
@@ -583,6 +580,17 @@ def merge(
     out.with_suffix(".train.json").write_text(json.dumps(report, indent=1))
     log(f"wrote {out} ({sum(counts)} members, bias {bias.tolist()})")
     return report
+
+
+def cached_inputs(
+    samples: Samples, chosen: np.ndarray, views: list[Framing], trunk: Callable | None
+) -> list[np.ndarray]:
+    """Model inputs, one per view, for the chosen cached faces, framed as inference frames
+    them (no augmentation); FaceMesh views go through `trunk`."""
+    import torch
+
+    patches = torch.from_numpy(samples.patches[chosen])
+    return model_inputs(views, [nominal(patches, v).numpy() for v in views], trunk)
 
 
 def _member_summary(path: Path) -> dict:
