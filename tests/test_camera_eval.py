@@ -118,3 +118,45 @@ def test_bad_inputs_are_one_line_errors(data_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "voc" / "annotations" / "x.xml").write_text("<annotation><object>")
     with pytest.raises(GateError, match="bad VOC annotation"):
         evaluate(tmp_path / "voc", data_dir)
+
+
+def test_misses_are_written_as_crops_and_a_csv(data_dir: Path, tmp_path: Path) -> None:
+    """Bare faces filed under with_mask must come back as misses, each with its crop."""
+    import csv
+
+    import cv2
+
+    crops = tmp_path / "crops"
+    for name in ("with_mask", "without_mask"):
+        (crops / name).mkdir(parents=True)
+        for p in sorted((CROPS / name).iterdir())[:4]:
+            shutil.copy(p, crops / name / p.name)
+    bare = sorted((CROPS / "without_mask").iterdir())[4:7]
+    for p in bare:  # mislabelled on purpose
+        shutil.copy(p, crops / "with_mask" / p.name)
+    report = evaluate(crops, data_dir, misses=tmp_path / "misses")
+    wrong = sum(n for t, row in report["confusion"].items() for c, n in row.items() if c != t)
+    assert report["misses"] == wrong >= 2, "most mislabelled bare faces are called no_mask"
+    with (tmp_path / "misses" / "misses.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == wrong
+    assert {r["image"] for r in rows if r["called"] == "no_mask"} <= {
+        f"with_mask/{p.name}" for p in bare
+    }
+    for r in rows:
+        crop = tmp_path / "misses" / f"{r['truth']}-as-{r['called']}" / r["crop"]
+        image = cv2.imread(str(crop))
+        assert image is not None and image.shape == (160, 160, 3)
+        assert (
+            abs(sum(float(r[f"p_{c}"]) for c in ("mask", "incorrect_mask", "no_mask")) - 1) < 0.01
+        )
+    with pytest.raises(GateError, match="new or empty folder"):
+        evaluate(crops, data_dir, misses=tmp_path / "misses")
+
+
+def test_scene_misses_match_the_confusion(data_dir: Path, scenes: Path, tmp_path: Path) -> None:
+    report = evaluate(scenes, data_dir, split="test", limit=25, misses=tmp_path / "m")
+    wrong = sum(n for t, row in report["confusion"].items() for c, n in row.items() if c != t)
+    assert report["misses"] == wrong > 0
+    crops = list((tmp_path / "m").rglob("*.jpg"))
+    assert len(crops) == wrong and all(p.parent.name.count("-as-") == 1 for p in crops)

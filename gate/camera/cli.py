@@ -205,12 +205,18 @@ def evaluate(
     min_face: Annotated[int, typer.Option(help="Only faces at least this wide (px) count.")] = 40,
     split: Annotated[str, typer.Option(help="all, train or test (the held-out 20 %).")] = "all",
     limit: Annotated[int | None, typer.Option(help="Evaluate an evenly spread subset.")] = None,
+    misses: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write each misclassified face's crop, and misses.csv, to this new folder."
+        ),
+    ] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Score detection and mask classification on labelled data."""
     from gate.camera.evaluate import evaluate as run_eval
 
-    report = run_eval(path, data_dir, min_face=min_face, split=split, limit=limit)
+    report = run_eval(path, data_dir, min_face=min_face, split=split, limit=limit, misses=misses)
     if as_json:
         typer.echo(json.dumps(report, indent=1))
         return
@@ -221,6 +227,8 @@ def evaluate(
     )
     for name, c in report["per_class"].items():
         typer.echo(f"  {name:15} n={c['n']:5} precision {c['precision']} recall {c['recall']}")
+    if misses is not None:
+        typer.echo(f"{report['misses']} misclassified faces written to {misses}")
 
 
 def bench_vision(

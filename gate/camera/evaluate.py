@@ -8,6 +8,7 @@ labelled faces at IoU >= 0.4; only faces at least `min_face` px wide count.
 
 from __future__ import annotations
 
+import csv
 import logging
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gate.camera.classifier import LABELS, MODEL_PATH, MaskClassifier
+from gate.camera.classifier import LABELS, MODEL_PATH, MaskClassifier, face_crop
 from gate.camera.data import is_voc, read_class_folders, read_voc, select_split
 from gate.camera.detector import FaceDetector, box_in_face_image, greedy_match, iou
 from gate.camera.models import detector_path, facemesh_path
@@ -76,6 +77,51 @@ class _Tally:
         }
 
 
+class _Misses:
+    """Each misclassified face as a crop under `<truth>-as-<called>/` and a row of
+    misses.csv, so a person can look at what the model gets wrong and why."""
+
+    CROP_SIDE = 160
+    CROP_SCALE = 1.8  # wider than the model's view: the chin and neck show where a mask hangs
+
+    def __init__(self, folder: Path | None, root: Path) -> None:
+        self.folder, self.root, self.rows = folder, root, []
+        if folder is None:
+            return
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise GateError(f"--misses {folder}: give a new or empty folder")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GateError(f"cannot create the folder {folder} ({exc.strerror})") from None
+
+    def add(
+        self, image_path: Path, image: np.ndarray, box: Box, truth: MaskLabel, probs: np.ndarray
+    ) -> None:
+        called = LABELS[int(np.argmax(probs))]
+        if self.folder is None or called == truth:
+            return
+        name = f"{len(self.rows) + 1:04d}_{image_path.stem}.jpg"  # numbered: never two alike
+        crop = self.folder / f"{truth}-as-{called}" / name
+        crop.parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(crop), face_crop(image, box, self.CROP_SIDE, self.CROP_SCALE, 0.0))
+        where = image_path.relative_to(self.root).as_posix()
+        self.rows.append([where, *box, truth, called, *(f"{p:.3f}" for p in probs), crop.name])
+
+    def close(self) -> dict:
+        if self.folder is None:
+            return {}
+        with (self.folder / "misses.csv").open("w", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(
+                ["image", "x", "y", "w", "h", "truth", "called"]
+                + [f"p_{label}" for label in LABELS]
+                + ["crop"]
+            )
+            writer.writerows(self.rows)
+        return {"misses": len(self.rows), "misses_folder": str(self.folder)}
+
+
 def _ratio(a: int, b: int) -> float | None:
     return round(a / b, 4) if b else None
 
@@ -90,17 +136,22 @@ def evaluate(
     classifier_path: Path = MODEL_PATH,
     min_confidence: float = 0.4,
     progress: Callable[[int, int], None] | None = None,
+    misses: Path | None = None,
 ) -> dict:
-    """Evaluate on a VOC scene set or a folder of class sub-folders; returns the JSON report."""
+    """Evaluate on a VOC scene set or a folder of class sub-folders; returns the JSON report.
+
+    With `misses`, each matched face classified wrongly is also written there (`_Misses`).
+    """
     if not path.is_dir():
         raise GateError(f"evaluation data not found: {path}")
     classifier = MaskClassifier(classifier_path, threads=1, facemesh_model=facemesh_path(data_dir))
+    wrong = _Misses(misses, path)
     with FaceDetector(detector_path(data_dir), min_confidence=min_confidence) as detector:
         if is_voc(path):
-            report = _eval_voc(path, detector, classifier, min_face, split, limit, progress)
+            report = _eval_voc(path, detector, classifier, min_face, split, limit, progress, wrong)
         else:
-            report = _eval_crops(path, detector, classifier, split, limit, progress)
-    report.update(split=split, min_face=min_face, model=str(classifier_path))
+            report = _eval_crops(path, detector, classifier, split, limit, progress, wrong)
+    report.update(split=split, min_face=min_face, model=str(classifier_path), **wrong.close())
     return report
 
 
@@ -121,7 +172,7 @@ def _thin(items: list, limit: int | None) -> list:
     return [items[int(i * step)] for i in range(limit)]
 
 
-def _eval_voc(path, detector, classifier, min_face, split, limit, progress) -> dict:
+def _eval_voc(path, detector, classifier, min_face, split, limit, progress, wrong) -> dict:
     items = read_voc(path)
     keep = set(select_split([it.image for it in items], split))
     items = _thin([it for it in items if it.image in keep], limit)
@@ -147,6 +198,8 @@ def _eval_voc(path, detector, classifier, min_face, split, limit, progress) -> d
             bi = match.get(fi)
             predicted = None if bi is None else LABELS[int(np.argmax(probs[bi]))]
             total.add(face.label, predicted)
+            if bi is not None:
+                wrong.add(item.image, image, boxes[bi], face.label, probs[bi])
             for band, tally in bands.items():
                 if band[0] <= face.box[2] < band[1]:
                     tally.add(face.label, predicted)
@@ -167,7 +220,7 @@ def _eval_voc(path, detector, classifier, min_face, split, limit, progress) -> d
     return report
 
 
-def _eval_crops(path, detector, classifier, split, limit, progress) -> dict:
+def _eval_crops(path, detector, classifier, split, limit, progress, wrong) -> dict:
     items = read_class_folders(path)
     keep = set(select_split([p for p, _ in items], split))
     items = _thin([(p, lab) for p, lab in items if p in keep], limit)
@@ -185,6 +238,7 @@ def _eval_crops(path, detector, classifier, split, limit, progress) -> dict:
         ms.append((time.perf_counter() - start) * 1000)
         detected += was_detected
         total.add(label, LABELS[int(np.argmax(probs[0]))])
+        wrong.add(image_path, image, box, label, probs[0])
         if progress:
             progress(i + 1, len(items))
     report = total.summary()
