@@ -160,3 +160,19 @@ def test_scene_misses_match_the_confusion(data_dir: Path, scenes: Path, tmp_path
     assert report["misses"] == wrong > 0
     crops = list((tmp_path / "m").rglob("*.jpg"))
     assert len(crops) == wrong and all(p.parent.name.count("-as-") == 1 for p in crops)
+
+
+def test_a_crop_that_cannot_be_written_is_a_one_line_error(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full or read-only disk (simulated: imwrite reports failure) stops with one line."""
+    import gate.camera.evaluate as evaluate_module
+
+    crops = tmp_path / "crops" / "with_mask"
+    crops.mkdir(parents=True)
+    for p in sorted((CROPS / "without_mask").iterdir())[:3]:  # bare faces filed as masked
+        shutil.copy(p, crops / p.name)
+    monkeypatch.setattr(evaluate_module.cv2, "imwrite", lambda *_args: False)
+    with pytest.raises(GateError, match=r"cannot write .*disk full") as caught:
+        evaluate(tmp_path / "crops", data_dir, misses=tmp_path / "misses")
+    assert "\n" not in str(caught.value)

@@ -79,7 +79,8 @@ class _Tally:
 
 class _Misses:
     """Each misclassified face as a crop under `<truth>-as-<called>/` and a row of
-    misses.csv, so a person can look at what the model gets wrong and why."""
+    misses.csv, so a person can look at what the model gets wrong and why. The box
+    is the one the face was classified in: the detector's, as the gate would see it."""
 
     CROP_SIDE = 160
     CROP_SCALE = 1.8  # wider than the model's view: the chin and neck show where a mask hangs
@@ -103,22 +104,27 @@ class _Misses:
             return
         name = f"{len(self.rows) + 1:04d}_{image_path.stem}.jpg"  # numbered: never two alike
         crop = self.folder / f"{truth}-as-{called}" / name
-        crop.parent.mkdir(exist_ok=True)
-        cv2.imwrite(str(crop), face_crop(image, box, self.CROP_SIDE, self.CROP_SCALE, 0.0))
+        try:
+            crop.parent.mkdir(exist_ok=True)
+            written = cv2.imwrite(str(crop), face_crop(image, box, self.CROP_SIDE, self.CROP_SCALE))
+        except (OSError, cv2.error):
+            written = False
+        if not written:
+            raise GateError(f"cannot write {crop}: is the disk full or read-only?")
         where = image_path.relative_to(self.root).as_posix()
         self.rows.append([where, *box, truth, called, *(f"{p:.3f}" for p in probs), crop.name])
 
     def close(self) -> dict:
         if self.folder is None:
             return {}
-        with (self.folder / "misses.csv").open("w", newline="") as out:
-            writer = csv.writer(out)
-            writer.writerow(
-                ["image", "x", "y", "w", "h", "truth", "called"]
-                + [f"p_{label}" for label in LABELS]
-                + ["crop"]
-            )
-            writer.writerows(self.rows)
+        header = ["image", "x", "y", "w", "h", "truth", "called"]
+        header += [f"p_{label}" for label in LABELS] + ["crop"]
+        table = self.folder / "misses.csv"
+        try:
+            with table.open("w", newline="") as out:
+                csv.writer(out).writerows([header, *self.rows])
+        except OSError as exc:
+            raise GateError(f"cannot write {table} ({exc.strerror})") from None
         return {"misses": len(self.rows), "misses_folder": str(self.folder)}
 
 
