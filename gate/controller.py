@@ -55,7 +55,7 @@ class Prompt(StrEnum):
     IDLE = "idle"
     CHECKING = "checking"
     WEAR_MASK = "wear_mask"
-    COVER_NOSE = "cover_nose"
+    PULL_MASK_UP = "pull_mask_up"  # worn under the nose, or on the chin or neck
     SANITIZE = "sanitize"
     ENTER = "enter"
     WAIT_FULL = "wait_full"
@@ -608,4 +608,4 @@ def _closed(entry: EntryRecord, at: datetime) -> EntryRecord:
 
 
 def _prompt_for(label: MaskLabel | None) -> Prompt:
-    return Prompt.COVER_NOSE if label is MaskLabel.INCORRECT_MASK else Prompt.WEAR_MASK
+    return Prompt.PULL_MASK_UP if label is MaskLabel.INCORRECT_MASK else Prompt.WEAR_MASK

@@ -123,7 +123,7 @@ def test_one_person_is_one_entry_however_long_they_stand() -> None:
 def test_no_unlock_ever_follows_a_no_mask_decision_under_deny() -> None:
     for label, outcome, prompt in [
         (MaskLabel.NO_MASK, Outcome.DENIED_NO_MASK, Prompt.WEAR_MASK),
-        (MaskLabel.INCORRECT_MASK, Outcome.DENIED_INCORRECT_MASK, Prompt.COVER_NOSE),
+        (MaskLabel.INCORRECT_MASK, Outcome.DENIED_INCORRECT_MASK, Prompt.PULL_MASK_UP),
     ]:
         g = Gate()
         g.see(face(label), seconds=3)

@@ -29,10 +29,10 @@ def test_kiosk_is_only_served_to_kiosk_addresses(tmp_path: Path) -> None:
 
 def test_kiosk_shows_vietnamese_first_then_english(tmp_path: Path) -> None:
     app, runtime = make_app(tmp_path)
-    runtime.state["prompt"] = "cover_nose"
+    runtime.state["prompt"] = "pull_mask_up"
     page = client_for(app, host="127.0.0.1").get("/kiosk").text
-    vi = page.index('id="prompt-vi" lang="vi">Vui lòng kéo khẩu trang che mũi<')
-    en = page.index('id="prompt-en" lang="en">Please cover your nose<')
+    vi = page.index('id="prompt-vi" lang="vi">Vui lòng kéo khẩu trang lên che kín mũi và miệng<')
+    en = page.index('id="prompt-en" lang="en">Please pull your mask up over your nose and mouth<')
     assert vi < en
     prompts = bilingual()
     assert prompts["wear_mask"] == ("Vui lòng đeo khẩu trang", "Please wear your mask")

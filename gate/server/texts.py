@@ -17,7 +17,7 @@ PROMPTS: dict[str, str] = {
     "idle": N_("Please step up"),
     "checking": N_("Checking your mask…"),
     "wear_mask": N_("Please wear your mask"),
-    "cover_nose": N_("Please cover your nose"),
+    "pull_mask_up": N_("Please pull your mask up over your nose and mouth"),
     "sanitize": N_("Please sanitize your hands"),
     "enter": N_("Please enter"),
     "wait_full": N_("Please wait (full)"),
