@@ -11,6 +11,7 @@ Needs the optional `[train]` extra (torch) to cut the calibration crops.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from collections.abc import Callable, Sequence
@@ -157,6 +158,8 @@ def quantize(
     same = int(((logp_float + offsets).argmax(1) == (logp_int8 + offsets).argmax(1)).sum())
     report = {
         "source": str(model_path),
+        # A path names where the float model was, the digest which model it was.
+        "source_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
         "calibration_faces": len(feeds),
         "bias": offsets.tolist(),
         "n_val": int(is_val.sum()),
