@@ -97,9 +97,14 @@ class _Misses:
             raise GateError(f"cannot create the folder {folder} ({exc.strerror})") from None
 
     def add(
-        self, image_path: Path, image: np.ndarray, box: Box, truth: MaskLabel, probs: np.ndarray
+        self,
+        image_path: Path,
+        image: np.ndarray,
+        box: Box,
+        truth: MaskLabel,
+        called: MaskLabel,
+        probs: np.ndarray,
     ) -> None:
-        called = LABELS[int(np.argmax(probs))]
         if self.folder is None or called == truth:
             return
         name = f"{len(self.rows) + 1:04d}_{image_path.stem}.jpg"  # numbered: never two alike
@@ -205,7 +210,7 @@ def _eval_voc(path, detector, classifier, min_face, split, limit, progress, wron
             predicted = None if bi is None else LABELS[int(np.argmax(probs[bi]))]
             total.add(face.label, predicted)
             if bi is not None:
-                wrong.add(item.image, image, boxes[bi], face.label, probs[bi])
+                wrong.add(item.image, image, boxes[bi], face.label, predicted, probs[bi])
             for band, tally in bands.items():
                 if band[0] <= face.box[2] < band[1]:
                     tally.add(face.label, predicted)
@@ -243,8 +248,9 @@ def _eval_crops(path, detector, classifier, split, limit, progress, wrong) -> di
         probs = classifier.classify(image, [box])
         ms.append((time.perf_counter() - start) * 1000)
         detected += was_detected
-        total.add(label, LABELS[int(np.argmax(probs[0]))])
-        wrong.add(image_path, image, box, label, probs[0])
+        called = LABELS[int(np.argmax(probs[0]))]
+        total.add(label, called)
+        wrong.add(image_path, image, box, label, called, probs[0])
         if progress:
             progress(i + 1, len(items))
     report = total.summary()
