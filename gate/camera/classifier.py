@@ -10,7 +10,7 @@ frozen FaceMesh network first (`gate.camera.facemesh`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,14 +133,18 @@ def read_framings(sizes: Sequence[int], meta: dict[str, str]) -> list[Framing]:
 
 
 def trunk_for(
-    views: Sequence[Framing], facemesh_model: Path | None, threads: int = 1
+    views: Sequence[Framing],
+    facemesh_model: Path | None,
+    threads: int = 1,
+    meta: Mapping[str, str] | None = None,
 ) -> facemesh.FaceMeshTrunk | None:
-    """The FaceMesh trunk when any view reads FaceMesh features, else None."""
+    """The FaceMesh trunk when any view reads FaceMesh features, else None; tuned as the
+    model's metadata `meta` says, when it holds a tuning."""
     if not any(v.net == FACEMESH for v in views):
         return None
     if facemesh_model is None:
         raise GateError("this mask model needs the FaceMesh network: run `gate models fetch`")
-    return facemesh.FaceMeshTrunk(facemesh_model, threads)
+    return facemesh.FaceMeshTrunk(facemesh_model, threads, facemesh.read_tuning(meta or {}))
 
 
 def model_inputs(
@@ -197,7 +201,7 @@ class MaskClassifier:
         # and the framing its metadata records.
         sizes = [i.shape[-1] if isinstance(i.shape[-1], int) else INPUT_SIZE for i in inputs]
         self.views = read_framings(sizes, meta)
-        self._trunk = trunk_for(self.views, facemesh_model, threads)
+        self._trunk = trunk_for(self.views, facemesh_model, threads, meta)
         self.bias = read_bias(meta) if bias is None else np.array(bias, dtype=np.float32)
         self.last_ms = 0.0
 
