@@ -10,7 +10,7 @@ frozen FaceMesh network first (`gate.camera.facemesh`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,18 +133,14 @@ def read_framings(sizes: Sequence[int], meta: dict[str, str]) -> list[Framing]:
 
 
 def trunk_for(
-    views: Sequence[Framing],
-    facemesh_model: Path | None,
-    threads: int = 1,
-    meta: Mapping[str, str] | None = None,
+    views: Sequence[Framing], facemesh_model: Path | None, threads: int = 1
 ) -> facemesh.FaceMeshTrunk | None:
-    """The FaceMesh trunk when any view reads FaceMesh features, else None; tuned as the
-    model's metadata `meta` says, when it holds a tuning."""
+    """The FaceMesh trunk when any view reads FaceMesh features, else None."""
     if not any(v.net == FACEMESH for v in views):
         return None
     if facemesh_model is None:
         raise GateError("this mask model needs the FaceMesh network: run `gate models fetch`")
-    return facemesh.FaceMeshTrunk(facemesh_model, threads, facemesh.read_tuning(meta or {}))
+    return facemesh.FaceMeshTrunk(facemesh_model, threads)
 
 
 def model_inputs(
@@ -201,7 +197,7 @@ class MaskClassifier:
         # and the framing its metadata records.
         sizes = [i.shape[-1] if isinstance(i.shape[-1], int) else INPUT_SIZE for i in inputs]
         self.views = read_framings(sizes, meta)
-        self._trunk = trunk_for(self.views, facemesh_model, threads, meta)
+        self._trunk = trunk_for(self.views, facemesh_model, threads)
         self.bias = read_bias(meta) if bias is None else np.array(bias, dtype=np.float32)
         self.last_ms = 0.0
 

@@ -149,11 +149,7 @@ def train(
         typer.Option(min=-0.3, max=0.3, help="Crop centre below the box centre, in box sides."),
     ] = 0.0,
     arch: Annotated[
-        str,
-        typer.Option(
-            help="vgg, vgg-wide, facemesh-head (on frozen FaceMesh features) or "
-            "facemesh-tuned (the head, with FaceMesh's last stages tuned)."
-        ),
+        str, typer.Option(help="vgg, vgg-wide, or facemesh-head (on frozen FaceMesh features).")
     ] = "vgg",
     ema: Annotated[
         float, typer.Option(help="Weight EMA decay per step; 0 keeps the raw weights.")
@@ -179,14 +175,14 @@ def train(
     from gate.camera import facemesh
     from gate.camera.classifier import FACEMESH, Framing
     from gate.camera.models import detector_path, facemesh_path
-    from gate.camera.train import ARCHITECTURES, ON_FACEMESH
+    from gate.camera.train import ARCHITECTURES, FACEMESH_HEAD
     from gate.camera.train import train as run_training
 
     if arch not in ARCHITECTURES:
         raise GateError(f"--arch {arch} is not one of {', '.join(ARCHITECTURES)}")
     if fold is not None and fold >= folds:
         raise GateError(f"--fold {fold} is not one of the {folds} folds (0 to {folds - 1})")
-    on_facemesh = arch in ON_FACEMESH
+    on_facemesh = arch == FACEMESH_HEAD
     frame = (
         Framing(facemesh.INPUT_SIZE, crop_scale, crop_shift, FACEMESH)
         if on_facemesh

@@ -11,11 +11,7 @@ beside the classifier and no second runtime is needed.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import struct
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -27,57 +23,30 @@ INPUT_SIZE = 192
 # round tried three cut points; this one gave the best head.
 CUT_AT = "p_re_lu_12"
 FEATURE_SHAPE = (128, 12, 12)
-# Training may tune the trunk's last two stages (24 and 12 px) from this layer on. The
-# tuned model keeps only the change to Google's weights (`Tuning`), in its metadata
-# under TUNING_KEY, so the repository never holds a network someone else trained.
-TUNE_FROM = "depthwise_conv2d_7"
-TUNING_KEY = "facemesh_tuning"
-
-Tuning = Mapping[str, np.ndarray]
-"""Per-initializer additions to the trunk's weights, keyed by ONNX initializer name."""
 
 
-def tuning_metadata(tuning: Tuning) -> str:
-    """A tuning as one metadata string: a compressed .npz, base64."""
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **{k: v.astype(np.float32) for k, v in tuning.items()})
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def read_tuning(meta: Mapping[str, str]) -> dict[str, np.ndarray] | None:
-    """The tuning a model's metadata holds, or None for a frozen trunk."""
-    if TUNING_KEY not in meta:
-        return None
-    try:
-        with np.load(io.BytesIO(base64.b64decode(meta[TUNING_KEY], validate=True))) as z:
-            return {k: z[k] for k in z.files}
-    except (binascii.Error, OSError, ValueError) as exc:
-        raise GateError(f"model metadata holds a bad FaceMesh tuning: {exc}") from None
-
-
-def trunk_onnx(tflite_path: Path, tuning: Tuning | None = None) -> bytes:
-    """The network up to `CUT_AT` as a serialized ONNX model, with `tuning` added to its
-    weights.
+def trunk_onnx(tflite_path: Path) -> bytes:
+    """The network up to `CUT_AT` as a serialized ONNX model.
 
     Input `crops`: float32 N×3×192×192, RGB in [-1, 1] (the classifier's own
     convention); FaceMesh itself wants [0, 1], so the graph rescales first.
     Output `features`: N×128×12×12.
     """
     try:
-        return _convert(tflite_path.read_bytes(), tuning or {})
+        return _convert(tflite_path.read_bytes())
     except (OSError, AttributeError, IndexError, TypeError, ValueError, struct.error) as exc:
         # A damaged flatbuffer fails in any of these ways deep inside the reader.
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise GateError(f"cannot read FaceMesh model {tflite_path}: {reason}") from None
 
 
-def _convert(flatbuffer: bytes, tuning: Tuning) -> bytes:
+def _convert(flatbuffer: bytes) -> bytes:
     import tflite
     from onnx import TensorProto, helper
 
     model = tflite.Model.GetRootAsModel(flatbuffer, 0)
     graph = model.Subgraphs(0)
-    converter = _Converter(model, graph, tuning)
+    converter = _Converter(model, graph)
     first = graph.Tensors(graph.Inputs(0)).Name().decode()
     converter.rename[first] = "unit_range"
     converter.constant("half", np.array(0.5, np.float32))
@@ -90,8 +59,6 @@ def _convert(flatbuffer: bytes, tuning: Tuning) -> bytes:
             break
     else:
         raise GateError(f"the FaceMesh model has no layer {CUT_AT}")
-    if unused := set(tuning) - converter.tuned:
-        raise GateError(f"the FaceMesh tuning names weights the trunk lacks: {sorted(unused)}")
     converter.nodes.append(helper.make_node("Identity", [converter.name(CUT_AT)], ["features"]))
     onnx_graph = helper.make_graph(
         converter.nodes,
@@ -112,7 +79,7 @@ def _convert(flatbuffer: bytes, tuning: Tuning) -> bytes:
 class _Converter:
     """Translates the few TFLite operators FaceMesh's first layers use, NHWC → NCHW."""
 
-    def __init__(self, model, graph, tuning: Tuning) -> None:  # tflite.Model, tflite.SubGraph
+    def __init__(self, model, graph) -> None:  # tflite.Model, tflite.SubGraph
         import tflite
 
         self.tflite = tflite
@@ -123,8 +90,6 @@ class _Converter:
         self.nodes: list = []
         self.initializers: list = []
         self.rename: dict[str, str] = {}
-        self.tuning = tuning
-        self.tuned: set[str] = set()
         # Constant tensors, dequantized, in TFLite's own layout.
         self.weights: dict[str, np.ndarray] = {}
 
@@ -134,14 +99,6 @@ class _Converter:
     def constant(self, name: str, value: np.ndarray, dtype: type = np.float32) -> str:
         from onnx import numpy_helper
 
-        if name in self.tuning:
-            if self.tuning[name].shape != value.shape:
-                raise GateError(
-                    f"the FaceMesh tuning of {name} has shape {self.tuning[name].shape}, "
-                    f"the weight {value.shape}"
-                )
-            value = value + self.tuning[name]
-            self.tuned.add(name)
         self.initializers.append(numpy_helper.from_array(value.astype(dtype), name))
         return name
 
@@ -254,7 +211,7 @@ class _Converter:
 class FaceMeshTrunk:
     """Runs the cut FaceMesh network on onnxruntime: crops in, features out."""
 
-    def __init__(self, tflite_path: Path, threads: int = 1, tuning: Tuning | None = None) -> None:
+    def __init__(self, tflite_path: Path, threads: int = 1) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -262,7 +219,7 @@ class FaceMeshTrunk:
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         self._session = ort.InferenceSession(
-            trunk_onnx(tflite_path, tuning), options, providers=["CPUExecutionProvider"]
+            trunk_onnx(tflite_path), options, providers=["CPUExecutionProvider"]
         )
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:

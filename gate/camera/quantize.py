@@ -134,8 +134,7 @@ def quantize(
         raise GateError(f"{model_path} is already quantized; quantize the float model")
     _require_torch()
     views = _framings(model)
-    meta = {p.key: p.value for p in model.metadata_props}
-    trunk = trunk_for(views, facemesh_model, meta=meta)
+    trunk = trunk_for(views, facemesh_model)
     samples = load_samples(datasets, detector_model, log, max(v.patch_side for v in views), cache)
     is_train, is_val = samples.parts()
     rng = np.random.default_rng(CALIBRATION_SEED)
@@ -146,6 +145,7 @@ def quantize(
     feeds = [[x[i : i + 1] for x in calibration] for i in range(int(picked.sum()))]
     log(f"measuring activation ranges on {len(feeds)} training faces")
     small = quantized(model, feeds)
+    meta = {p.key: p.value for p in model.metadata_props}
     offsets = read_bias(meta) if bias is None else np.array(bias, np.float32)
     kept = [p for p in small.metadata_props if p.key != "bias"]
     del small.metadata_props[:]

@@ -159,20 +159,14 @@ def collect(
 
 
 FACEMESH_HEAD = "facemesh-head"
-FACEMESH_TUNED = "facemesh-tuned"
-ARCHITECTURES = ("vgg", "vgg-wide", FACEMESH_HEAD, FACEMESH_TUNED)
-ON_FACEMESH = (FACEMESH_HEAD, FACEMESH_TUNED)
-# A tuned trunk learns at this share of the head's rate: its weights start from
-# FaceMesh's, the head's from scratch.
-TRUNK_LR_SHARE = 0.1
+ARCHITECTURES = ("vgg", "vgg-wide", FACEMESH_HEAD)
 
 
 def build_net(arch: str = "vgg"):  # -> torch.nn.Module
     """A plain VGG-style CNN. "vgg": 0.6 M parameters (45 M multiply-adds at 64 px);
     "vgg-wide": one more conv stage and wider layers, about 1.2 M parameters;
     "facemesh-head": three conv layers on FaceMesh features, 0.15 M parameters (5 M
-    multiply-adds); "facemesh-tuned" is the same head (training also tunes the trunk's
-    last stages, see `trunk_torch`)."""
+    multiply-adds)."""
     from torch import nn
 
     def block(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
@@ -209,7 +203,7 @@ def build_net(arch: str = "vgg"):  # -> torch.nn.Module
             *block(192, 320),
         ]
         width = 320
-    elif arch in ON_FACEMESH:  # on FaceMesh's 12 × 12 × 128 features, not on pixels
+    elif arch == FACEMESH_HEAD:  # on FaceMesh's 12 × 12 × 128 features, not on pixels
         layers = [*block(128, 64, 2), *block(64, 64), *block(64, 64)]
         width = 64
     else:
@@ -370,9 +364,7 @@ def train(
     """Train, pick the best epoch on validation, calibrate the bias, export ONNX. Returns a report.
 
     A FaceMesh head (`frame.net` FACEMESH) trains on the frozen network's features of
-    each augmented batch, so it sees the same augmentation as the CNNs. A tuned head
-    (FACEMESH_TUNED) trains with the trunk's last stages, and its model keeps how far
-    their weights moved in its metadata.
+    each augmented batch, so it sees the same augmentation as the CNNs.
 
     With `fold`, that slice of the training images validates instead of the default
     part, and the report keeps the last epoch's validation log-probabilities:
@@ -384,16 +376,10 @@ def train(
     import torch.nn.functional as F
 
     frame = frame or Framing()
-    if (arch in ON_FACEMESH) != (frame.net == FACEMESH):
+    if (arch == FACEMESH_HEAD) != (frame.net == FACEMESH):
         raise GateError(f"{arch} does not read {frame.net or 'pixels'}")
-    tuned = arch == FACEMESH_TUNED
-    # A tuned trunk is part of the network trained; a frozen one prepares its inputs.
-    trunk = None if tuned else trunk_for([frame], facemesh_model, threads)
-    inputs_of = (
-        (lambda tensors: tensors)
-        if tuned
-        else partial(model_inputs, [frame], trunk=trunk)  # crop tensors → network input
-    )
+    trunk = trunk_for([frame], facemesh_model, threads)
+    inputs_of = partial(model_inputs, [frame], trunk=trunk)  # crop tensors → network input
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
@@ -414,17 +400,6 @@ def train(
     weights = weights / weights.mean()
 
     net = build_net(arch)
-    groups = [{"params": net.parameters(), "lr": lr}]
-    if tuned:
-        from torch import nn
-
-        from gate.camera.trunk_torch import TrainableTrunk
-
-        if facemesh_model is None:
-            raise GateError("tuning FaceMesh needs the FaceMesh network: run `gate models fetch`")
-        trainable = TrainableTrunk(facemesh_model)
-        groups.append({"params": trainable.parameters(), "lr": lr * TRUNK_LR_SHARE})
-        net = nn.Sequential(trainable, net)
     # An exponential moving average of the weights (and BN statistics) evens out the
     # epoch-to-epoch swings of a small network on a small validation part.
     averaged = (
@@ -434,11 +409,9 @@ def train(
         if ema > 0
         else None
     )
-    opt = torch.optim.AdamW(groups, weight_decay=5e-4)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
     steps = epochs * math.ceil(len(x_train) / batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=[g["lr"] for g in groups], total_steps=steps, pct_start=0.15
-    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     loss_of = partial(F.cross_entropy, weight=weights, label_smoothing=0.05)
     best: dict = {"score": -1.0}
     history = []
@@ -510,16 +483,7 @@ def train(
     if fold is not None:
         report["val_labels"] = y_val.tolist()
         report["val_logp_last_epoch"] = np.round(last_logp, 4).tolist()
-    if tuned:  # the head alone, on features; the trunk as its change to FaceMesh
-        export_onnx(
-            net[1],
-            out,
-            bias,
-            frame,
-            **{facemesh.TUNING_KEY: facemesh.tuning_metadata(net[0].tuning())},
-        )
-    else:
-        export_onnx(net, out, bias, frame)
+    export_onnx(net, out, bias, frame)
     out.with_suffix(".train.json").write_text(json.dumps(report, indent=1))
     log(f"wrote {out} (best epoch {best['epoch']}, bias {bias.tolist()})")
     return report
@@ -534,9 +498,9 @@ def _val_logp(net, val_inputs: np.ndarray) -> np.ndarray:
         return plain_logp(lambda xs: net(torch.from_numpy(xs[0])).numpy(), [val_inputs])
 
 
-def export_onnx(net, out: Path, bias: np.ndarray, frame: Framing, **extra: str) -> None:
+def export_onnx(net, out: Path, bias: np.ndarray, frame: Framing) -> None:
     """Write the network as ONNX (logits out) with its labels, framing and calibrated bias
-    (and `extra` entries) as metadata."""
+    as metadata."""
     import onnx
     import torch
 
@@ -548,7 +512,7 @@ def export_onnx(net, out: Path, bias: np.ndarray, frame: Framing, **extra: str) 
         dynamic_axes={"crops": {0: "n"}, "logits": {0: "n"}}, opset_version=17, dynamo=False,
     )  # fmt: skip
     model = onnx.load(str(out))
-    _save_with_metadata(model, out, bias, [frame], **extra)
+    _save_with_metadata(model, out, bias, [frame])
 
 
 def _save_with_metadata(
@@ -597,16 +561,15 @@ def merge(
     member_views = [_framings(m) for m in models]
     views = list(dict.fromkeys(v for mv in member_views for v in mv))  # distinct, in order
     counts = [_member_count(m) for m in models]
-    tuning = _shared_tuning(models, member_views, members)
     model = _averaged(models, [[views.index(v) for v in mv] for mv in member_views], counts)
     _require_torch()
-    trunk = trunk_for(views, facemesh_model, meta=tuning)
+    trunk = trunk_for(views, facemesh_model)
     samples = load_samples(datasets, detector_model, log, max(v.patch_side for v in views), cache)
     _, is_val = samples.parts()
     y_val = samples.labels[is_val]
     logp = _onnx_val_logp(model, cached_inputs(samples, is_val, views, trunk))
     bias = calibrate_bias(logp, y_val)
-    _save_with_metadata(model, out, bias, views, members=str(sum(counts)), **tuning)
+    _save_with_metadata(model, out, bias, views, members=str(sum(counts)))
     report = {
         "members": [_member_summary(p) for p in members],
         "bias": bias.tolist(),
@@ -646,27 +609,6 @@ def _framings(model) -> list[Framing]:  # onnx.ModelProto -> one Framing per inp
     meta = {p.key: p.value for p in model.metadata_props}
     sizes = [i.type.tensor_type.shape.dim[-1].dim_value for i in model.graph.input]
     return read_framings(sizes, meta)
-
-
-def _shared_tuning(
-    models: list, member_views: list[list[Framing]], paths: list[Path]
-) -> dict[str, str]:
-    """The one FaceMesh tuning the members agree on, as a metadata entry (none: empty).
-
-    The merged model runs one FaceMesh trunk for all its FaceMesh views, so members
-    that read FaceMesh must all tune it alike, or all leave it frozen."""
-    entries = {
-        {p.key: p.value for p in m.metadata_props}.get(facemesh.TUNING_KEY, "")
-        for m, views in zip(models, member_views, strict=True)
-        if any(v.net == FACEMESH for v in views)
-    }
-    if len(entries) > 1:
-        raise GateError(
-            "these members run FaceMesh tuned differently; one model runs one FaceMesh "
-            f"trunk: {', '.join(map(str, paths))}"
-        )
-    tuning = entries.pop() if entries else ""
-    return {facemesh.TUNING_KEY: tuning} if tuning else {}
 
 
 def _member_count(model) -> int:  # onnx.ModelProto: a merged model records its members
