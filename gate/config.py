@@ -177,6 +177,21 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.data_dir / 'gate.db'}"
 
 
+def off_the_record(settings: Settings, scratch: Path) -> Settings:
+    """The settings for judging visitors who are not at the door: a recording or a
+    benchmark's simulated faces. They must never move the real relay, enter the gate's
+    entry log or leave snapshots, so the station is the emulated one, the database a
+    throwaway SQLite file in `scratch`, and no snapshot is taken (one would belong to no
+    entry, and retention would never delete it)."""
+    return settings.model_copy(
+        update={
+            "database_url": f"sqlite:///{scratch / 'off-the-record.db'}",
+            "station": settings.station.model_copy(update={"port": "emulated"}),
+            "snapshots": settings.snapshots.model_copy(update={"admitted": False, "denied": False}),
+        }
+    )
+
+
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     """Load settings from an optional TOML file, the environment and overrides.
 

@@ -4,6 +4,8 @@ Everything is real but the visitors: simulated camera frames, the real
 detector and classifier, the controller, the store, and the emulated firmware
 over a pty. Time is wall-clock on both sides, so the figure includes frame
 sampling, analysis, voting, the database commit and the serial round trip.
+The timed visitors are not at the door: whatever the settings say, the run
+keeps off the real relay, the entry log and the snapshots (`config.off_the_record`).
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import resource
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from gate.assembly import assemble
 from gate.camera.simulated import SimulatedCamera, SimVisitor
 from gate.camera.verdict import MaskLabel
-from gate.config import Settings
+from gate.config import Settings, off_the_record
 
 IN_VIEW_SECONDS = 1.2
 GAP_SECONDS = 2.0  # longer than leave_seconds, so each visitor is a new person
@@ -25,8 +29,15 @@ STARTUP_SECONDS = 4.0
 
 
 async def measure_decision_latency(settings: Settings, visitors: int = 10) -> dict[str, Any]:
-    policy = settings.policy.model_copy(update={"sanitizer_required": False, "unlock_seconds": 1})
-    settings = settings.model_copy(update={"policy": policy})
+    with tempfile.TemporaryDirectory(prefix="gate-bench-") as scratch:
+        policy = settings.policy.model_copy(
+            update={"sanitizer_required": False, "unlock_seconds": 1}
+        )
+        settings = off_the_record(settings, Path(scratch)).model_copy(update={"policy": policy})
+        return await _measure(settings, visitors)
+
+
+async def _measure(settings: Settings, visitors: int) -> dict[str, Any]:
     period = IN_VIEW_SECONDS + GAP_SECONDS
     start = time.time() + STARTUP_SECONDS
     script = [

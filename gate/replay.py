@@ -6,7 +6,7 @@ The sanitizer step is skipped (a recording has no hands to sense) and the
 door pulse is the shortest one, 1 s of video time: nobody walks through the
 emulated door, which runs in real time. Unlocks still go to the emulated
 station over a real pty. Decisions go to a throwaway database, never to the
-gate's own entry log.
+gate's own entry log, and no snapshot is taken (`config.off_the_record`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from gate.assembly import assemble
-from gate.config import Settings
+from gate.config import Settings, off_the_record
 from gate.errors import GateError
 
 
@@ -59,13 +59,7 @@ async def replay_video(settings: Settings, video: Path) -> list[dict[str, Any]]:
     frames = VideoFrames(video)
     policy = settings.policy.model_copy(update={"sanitizer_required": False, "unlock_seconds": 1})
     with tempfile.TemporaryDirectory(prefix="gate-replay-") as scratch:
-        settings = settings.model_copy(
-            update={
-                "policy": policy,
-                "database_url": f"sqlite:///{Path(scratch) / 'replay.db'}",
-                "station": settings.station.model_copy(update={"port": "emulated"}),
-            }
-        )
+        settings = off_the_record(settings, Path(scratch)).model_copy(update={"policy": policy})
         async with assemble(
             settings, source=frames, clock=lambda: frames.now, realtime=False, auto_door=False
         ) as gate:

@@ -67,6 +67,9 @@ def test_replay_decides_each_visitor_on_the_videos_own_clock(
     for decision, appears in zip(decisions, (0.0, 5.5, 11.0), strict=True):
         assert appears < decision["time"] < appears + 1.0, decisions
         assert 0.5 < decision["score"] <= 1.0
+    # A replay leaves nothing in the gate's data dir: its entries went to a throwaway
+    # database, so a snapshot of a refused visitor would outlive retention there.
+    assert sorted(p.name for p in data_dir.iterdir()) == ["models"]
 
 
 def test_corrupt_video_is_a_one_line_error(tmp_path: Path, data_dir: Path) -> None:
