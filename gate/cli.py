@@ -85,9 +85,9 @@ def demo(
     as_json: JsonOption = False,
 ) -> None:
     """The whole gate on its embedded defaults with a scripted queue of visitors."""
-    from gate.demo import SCENARIO_SECONDS, run_demo
+    from gate.demo import SCENARIO_SECONDS, demo_settings, run_demo
 
-    settings = _settings(config)
+    settings = demo_settings(_settings(config))
     _log_to_file(settings)
     serve = duration is None
     if serve:

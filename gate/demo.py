@@ -50,11 +50,20 @@ SCENARIO_SECONDS = sum(d for v in DEMO_VISITORS for d, _ in v.visitor.segments)
 
 
 def demo_settings(settings: Settings) -> Settings:
-    """The demo keeps the user's settings but shortens the sanitizer wait."""
+    """The demo runs the simulated camera and the emulated station whatever the settings
+    name: its scripted visitors must never move a real door, and real people must never
+    be judged by a demo. It keeps the rest (data dir, database, panel address, policy),
+    so `gate user` reaches the demo's panel, and shortens the sanitizer wait."""
     policy = settings.policy.model_copy(
         update={"sanitizer_timeout_seconds": DEMO_SANITIZER_TIMEOUT}
     )
-    return settings.model_copy(update={"policy": policy})
+    return settings.model_copy(
+        update={
+            "policy": policy,
+            "camera": settings.camera.model_copy(update={"source": "simulated"}),
+            "station": settings.station.model_copy(update={"port": "emulated"}),
+        }
+    )
 
 
 async def act_visitors(gate: Gate) -> None:
@@ -75,8 +84,8 @@ async def act_visitors(gate: Gate) -> None:
 
 
 async def run_demo(settings: Settings, duration: float | None, serve: bool) -> dict[str, Any]:
-    """Run the demo; with a duration, stop then and report entries against the scenario."""
-    settings = demo_settings(settings)
+    """Run the demo on `demo_settings`; with a duration, stop then and report entries
+    against the scenario."""
     started = datetime.now(UTC)
     async with assemble(settings, loop_visitors=duration is None) as gate:
         gate.runtime.stop_on_signals()

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from gate.config import Settings, load_settings
 from gate.store.db import make_engine, upgrade
+from tests.door_line import DoorLine
 
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get(
@@ -78,3 +79,12 @@ def data_dir(tmp_path: Path, models_dir: Path) -> Path:
     data.mkdir()
     (data / "models").symlink_to(models_dir)
     return data
+
+
+@pytest.fixture
+def door_line() -> Iterator[DoorLine]:
+    """Give its `port` to settings that must leave the real door alone, then check
+    that `received()` is empty."""
+    line = DoorLine()
+    yield line
+    line.close()

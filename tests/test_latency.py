@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 from gate.config import load_settings
 from gate.latency import measure_decision_latency
+from tests.door_line import DoorLine
 
 
 def test_every_timed_visitor_is_admitted_and_timed(data_dir: Path) -> None:
@@ -18,29 +18,17 @@ def test_every_timed_visitor_is_admitted_and_timed(data_dir: Path) -> None:
 
 
 def test_the_benchmark_leaves_the_real_door_and_entry_log_alone(
-    tmp_path: Path, data_dir: Path
+    tmp_path: Path, data_dir: Path, door_line: DoorLine
 ) -> None:
     """Run on an installed gate's settings, the timed visitors open only the emulated door:
     no byte reaches the configured serial port, and the gate's own database and snapshot
     folder stay untouched."""
-    door, door_port = os.openpty()  # the door's serial line, as a real install configures it
-    os.set_blocking(door, False)
     entry_log = tmp_path / "gate-own.db"
     settings = load_settings(
-        data_dir=data_dir,
-        database_url=f"sqlite:///{entry_log}",
-        station={"port": os.ttyname(door_port)},
+        data_dir=data_dir, database_url=f"sqlite:///{entry_log}", station={"port": door_line.port}
     )
-    try:
-        figures = asyncio.run(measure_decision_latency(settings, visitors=2))
-        try:
-            reached_door = os.read(door, 4096)
-        except BlockingIOError:
-            reached_door = b""
-    finally:
-        os.close(door)
-        os.close(door_port)
+    figures = asyncio.run(measure_decision_latency(settings, visitors=2))
     assert figures["admitted"] == 2
-    assert reached_door == b""
+    assert door_line.received() == b""
     assert not entry_log.exists()
     assert sorted(p.name for p in data_dir.iterdir()) == ["models"]
