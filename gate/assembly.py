@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,22 @@ from gate.store.db import open_database
 if TYPE_CHECKING:
     import uvicorn
     from fastapi import FastAPI
+
+
+def check_no_ghosts_at_the_door(settings: Settings) -> None:
+    """Refuse the simulated camera with a real serial line: its scripted visitors would
+    open a real door, over and over. The camera's default is the simulated one, so a
+    config that names the door's port but forgets the camera would do just that.
+    Pseudo-terminals stay allowed: they lead to an emulator, never to a relay."""
+    port = settings.station.port
+    if settings.camera.source != "simulated" or port == "emulated":
+        return
+    if not os.path.realpath(port).startswith("/dev/pts/"):
+        raise GateError(
+            f"camera.source is 'simulated' but station.port is {port}: simulated visitors "
+            "would open a real door; set camera.source to the gate's camera, or "
+            "station.port to 'emulated'"
+        )
 
 
 @dataclass
@@ -86,6 +103,7 @@ async def assemble(
 ) -> AsyncIterator[Gate]:
     """Open everything the settings describe; stop the emulator on the way out."""
     check_data_dir(settings.data_dir)
+    check_no_ghosts_at_the_door(settings)
     engine = open_database(settings.effective_database_url)
     extra = {"clock": clock} if clock else {}
     if source is not None:

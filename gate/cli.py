@@ -155,7 +155,9 @@ def config_check(
     file: Annotated[Path, typer.Argument(help="TOML config file to validate.")],
 ) -> None:
     """Validate a config file; exit 0 and print 'ok' if it is valid."""
-    load_settings(file)
+    from gate.assembly import check_no_ghosts_at_the_door
+
+    check_no_ghosts_at_the_door(load_settings(file))
     typer.echo(f"{file}: ok")
 
 

@@ -130,6 +130,16 @@ def test_bad_database_url_is_one_line(tmp_path: Path, url: str, word: str) -> No
     assert_one_line_error(gate("run", env=env), word)
 
 
+def test_simulated_visitors_never_reach_a_real_door(tmp_path: Path) -> None:
+    """A config that names the door's serial port but keeps the default, simulated camera
+    is refused before anything opens; the demo, which always runs its own emulated
+    station, still may."""
+    env = {"GATE_DATA_DIR": str(tmp_path), "GATE_STATION__PORT": "/dev/ttyACM0"}
+    assert_one_line_error(gate("run", env=env), "simulated", "/dev/ttyACM0", "real door")
+    config = write(tmp_path / "gate.toml", '[station]\nport = "/dev/ttyACM0"\n')
+    assert_one_line_error(gate("config", "check", str(config)), "simulated", "real door")
+
+
 def test_unwritable_data_dir_is_one_line(tmp_path: Path) -> None:
     blocker = write(tmp_path / "a-file", "")
     env = {"GATE_DATA_DIR": str(blocker / "data")}  # a folder inside a file: no one can write
