@@ -132,8 +132,7 @@ def test_bad_database_url_is_one_line(tmp_path: Path, url: str, word: str) -> No
 
 def test_simulated_visitors_never_reach_a_real_door(tmp_path: Path) -> None:
     """A config that names the door's serial port but keeps the default, simulated camera
-    is refused before anything opens; the demo, which always runs its own emulated
-    station, still may."""
+    is refused, by `gate run` before anything opens and by `gate config check`."""
     env = {"GATE_DATA_DIR": str(tmp_path), "GATE_STATION__PORT": "/dev/ttyACM0"}
     assert_one_line_error(gate("run", env=env), "simulated", "/dev/ttyACM0", "real door")
     config = write(tmp_path / "gate.toml", '[station]\nport = "/dev/ttyACM0"\n')
