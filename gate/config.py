@@ -182,9 +182,13 @@ def off_the_record(settings: Settings, scratch: Path) -> Settings:
     benchmark's simulated faces. They must never move the real relay, enter the gate's
     entry log or leave snapshots, so the station is the emulated one, the database a
     throwaway SQLite file in `scratch`, and no snapshot is taken (one would belong to no
-    entry, and retention would never delete it)."""
+    entry, and retention would never delete it). They have no hands to sanitize and
+    nobody walks through, so the sanitizer step is skipped and the door pulse is the
+    shortest one, 1 s."""
+    policy = settings.policy.model_copy(update={"sanitizer_required": False, "unlock_seconds": 1})
     return settings.model_copy(
         update={
+            "policy": policy,
             "database_url": f"sqlite:///{scratch / 'off-the-record.db'}",
             "station": settings.station.model_copy(update={"port": "emulated"}),
             "snapshots": settings.snapshots.model_copy(update={"admitted": False, "denied": False}),

@@ -30,10 +30,7 @@ STARTUP_SECONDS = 4.0
 
 async def measure_decision_latency(settings: Settings, visitors: int = 10) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gate-bench-") as scratch:
-        policy = settings.policy.model_copy(
-            update={"sanitizer_required": False, "unlock_seconds": 1}
-        )
-        settings = off_the_record(settings, Path(scratch)).model_copy(update={"policy": policy})
+        settings = off_the_record(settings, Path(scratch))
         return await _measure(settings, visitors)
 
 

@@ -57,9 +57,8 @@ class VideoFrames:
 
 async def replay_video(settings: Settings, video: Path) -> list[dict[str, Any]]:
     frames = VideoFrames(video)
-    policy = settings.policy.model_copy(update={"sanitizer_required": False, "unlock_seconds": 1})
     with tempfile.TemporaryDirectory(prefix="gate-replay-") as scratch:
-        settings = off_the_record(settings, Path(scratch)).model_copy(update={"policy": policy})
+        settings = off_the_record(settings, Path(scratch))
         async with assemble(
             settings, source=frames, clock=lambda: frames.now, realtime=False, auto_door=False
         ) as gate:
