@@ -85,10 +85,11 @@ def demo(
     as_json: JsonOption = False,
 ) -> None:
     """The whole gate on its embedded defaults with a scripted queue of visitors."""
-    from gate.demo import SCENARIO_SECONDS, demo_settings, run_demo
+    from gate.demo import SCENARIO_SECONDS, claim_database, demo_settings, run_demo
 
     settings = demo_settings(_settings(config))
     _log_to_file(settings)
+    claim_database(settings)
     serve = duration is None
     if serve:
         password = _demo_admin(settings)

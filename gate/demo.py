@@ -14,13 +14,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import make_url, select
+
 from gate.assembly import Gate, assemble, serve_panel
 from gate.camera.simulated import SimVisitor
 from gate.camera.verdict import MaskLabel
 from gate.config import Settings
-from gate.store.models import Outcome
-from gate.store.records import entries_since
+from gate.errors import GateError
+from gate.store.db import open_database, session
+from gate.store.models import Gate as GateRow
+from gate.store.models import Outcome, User
+from gate.store.records import ensure_gate, entries_since
 
+DEMO_GATE_ID = "demo"
 HANDS_DELAY_SECONDS = 0.4  # a visitor reads the prompt, then reaches for the dispenser
 HANDS_HOLD_SECONDS = 1.0
 DEMO_SANITIZER_TIMEOUT = 6.0
@@ -53,17 +59,43 @@ def demo_settings(settings: Settings) -> Settings:
     """The demo runs the simulated camera and the emulated station whatever the settings
     name: its scripted visitors must never move a real door, and real people must never
     be judged by a demo. It keeps the rest (data dir, database, panel address, policy),
-    so `gate user` reaches the demo's panel, and shortens the sanitizer wait."""
+    so `gate user` reaches the demo's panel, and shortens the sanitizer wait. Its entries
+    carry the gate id "demo", by which `claim_database` knows a demo's database again."""
     policy = settings.policy.model_copy(
         update={"sanitizer_timeout_seconds": DEMO_SANITIZER_TIMEOUT}
     )
     return settings.model_copy(
         update={
+            "gate_id": DEMO_GATE_ID,
             "policy": policy,
             "camera": settings.camera.model_copy(update={"source": "simulated"}),
             "station": settings.station.model_copy(update={"port": "emulated"}),
         }
     )
+
+
+def claim_database(settings: Settings) -> None:
+    """The demo logs scripted visitors and resets `admin`'s password, so it runs only on
+    an empty database or one an earlier demo claimed, never on an installed gate's log
+    and staff. An empty database is claimed by recording the demo's gate in it."""
+    url = settings.effective_database_url
+    engine = open_database(url)
+    try:
+        with session(engine) as s:
+            gates = set(s.scalars(select(GateRow.id)).all())
+            has_staff = s.scalars(select(User.id)).first() is not None
+        others = sorted(gates - {DEMO_GATE_ID})
+        if others or (has_staff and DEMO_GATE_ID not in gates):
+            owner = f"gate {others[0]}'s log" if others else "an installed gate's staff accounts"
+            where = make_url(url).render_as_string(hide_password=True)
+            raise GateError(
+                f"the database {where} holds {owner}; the demo would add scripted visitors and "
+                "reset admin's password there, so give it a data dir of its own "
+                "(GATE_DATA_DIR=/tmp/gate-demo gate demo)"
+            )
+        ensure_gate(engine, DEMO_GATE_ID)
+    finally:
+        engine.dispose()
 
 
 async def act_visitors(gate: Gate) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -137,6 +138,34 @@ def test_simulated_visitors_never_reach_a_real_door(tmp_path: Path) -> None:
     assert_one_line_error(gate("run", env=env), "simulated", "/dev/ttyACM0", "real door")
     config = write(tmp_path / "gate.toml", '[station]\nport = "/dev/ttyACM0"\n')
     assert_one_line_error(gate("config", "check", str(config)), "simulated", "real door")
+
+
+def test_the_demo_keeps_off_an_installed_gates_log_and_staff(tmp_path: Path) -> None:
+    """The demo logs scripted visitors and resets admin's password, so it refuses a
+    database that holds another gate's log or staff it did not create, and changes nothing."""
+    from gate.config import Settings
+    from gate.demo import claim_database, demo_settings
+    from gate.server.users import create_user, verify_login
+    from gate.store.db import open_database
+    from gate.store.records import ensure_gate, entries_since
+
+    url = f"sqlite:///{tmp_path / 'gate.db'}"
+    engine = open_database(url)
+    create_user(engine, "admin", "admin", "the real admin's password")
+    env = {"GATE_DATA_DIR": str(tmp_path)}
+    assert_one_line_error(gate("demo", "--duration", "1", env=env), "staff", "data dir of its own")
+    ensure_gate(engine, "main-door")
+    assert_one_line_error(gate("demo", "--duration", "1", env=env), "gate main-door", "admin")
+    assert verify_login(engine, "admin", "the real admin's password").user is not None
+    assert entries_since(engine, "demo", datetime(2000, 1, 1, tzinfo=UTC)) == []
+
+    # An empty database becomes the demo's, and staff added to the demo's panel keep it so.
+    demo_dir = tmp_path / "demo"
+    demo_dir.mkdir()
+    settings = demo_settings(Settings(data_dir=demo_dir))
+    claim_database(settings)
+    create_user(open_database(settings.effective_database_url), "guard1", "security", "pw pw pw pw")
+    claim_database(settings)
 
 
 def test_unwritable_data_dir_is_one_line(tmp_path: Path) -> None:
