@@ -64,6 +64,48 @@ def test_session_cookie_is_httponly_strict_and_signed(tmp_path: Path) -> None:
     assert client.get("/api/me").status_code == 401
 
 
+def test_a_secure_cookie_panel_says_so_when_opened_over_plain_http(tmp_path: Path) -> None:
+    """With secure_cookies on, a browser on another machine over plain HTTP would drop the
+    session cookie and loop back to the form: it gets a clear 400 instead, and no login."""
+    app, runtime = make_app(tmp_path, secure_cookies=True)
+    lan = client_for(app)
+    page = lan.get("/login")
+    assert page.status_code == 400 and "được cài đặt để dùng HTTPS" in page.text
+    assert 'name="password"' not in page.text
+    lan.cookies.set("gate_lang", "en")
+    assert "set up for HTTPS" in lan.get("/login").text
+    token = csrf_of(client_for(app, host="127.0.0.1").get("/login").text)
+    answer = lan.post(
+        "/login",
+        data={"username": "manager", "password": PASSWORD, "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 400 and "location" not in answer.headers
+    assert [action for _, action in audit_actions(runtime.engine)] == ["user_create"] * 3
+
+    # Over HTTPS the same panel logs in, with the cookie marked Secure.
+    https = TestClient(app, base_url="https://testserver", client=("10.0.0.5", 50000))
+    answer = https.post(
+        "/login",
+        data={
+            "username": "manager",
+            "password": PASSWORD,
+            "csrf_token": csrf_of(https.get("/login").text),
+        },
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303 and "; secure" in answer.headers["set-cookie"].lower()
+    assert https.get("/api/me").json()["username"] == "manager"
+    # This host's own browser keeps secure cookies over HTTP; a proxy passes the scheme on.
+    for host, headers in (
+        ("127.0.0.1", {}),
+        ("::1", {}),
+        ("10.0.0.9", {"x-forwarded-for": "1.2.3.4"}),
+    ):
+        page = client_for(app, host=host).get("/login", headers=headers)
+        assert page.status_code == 200 and 'name="password"' in page.text, host
+
+
 def test_login_rotates_the_csrf_token_and_logout_ends_the_session(tmp_path: Path) -> None:
     app, runtime = make_app(tmp_path)
     client = client_for(app)

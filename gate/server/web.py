@@ -96,6 +96,7 @@ def panel(request: Request) -> Panel:
 
 # Headers a reverse proxy adds when it relays a request on someone else's behalf.
 PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+LOOPBACK = {"127.0.0.1", "::1"}
 
 
 def direct_client(request: Request) -> str:
@@ -108,6 +109,19 @@ def direct_client(request: Request) -> str:
     if request.client is None or any(h in request.headers for h in PROXY_HEADERS):
         return ""
     return request.client.host
+
+
+def login_cannot_hold(request: Request) -> bool:
+    """True when the browser would drop the session cookie, so a login could only loop
+    back to the form: `secure_cookies` is on and another machine came over plain HTTP.
+    A relayed request is left to its proxy (the scheme is the proxy's to pass on), and
+    browsers keep secure cookies from this host's own address."""
+    client = direct_client(request)
+    return (
+        panel(request).settings.server.secure_cookies
+        and request.url.scheme != "https"
+        and client not in LOOPBACK | {""}
+    )
 
 
 def session_of(request: Request) -> SessionData | None:

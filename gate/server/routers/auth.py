@@ -23,6 +23,7 @@ from gate.server.web import (
     NotAuthenticated,
     check_csrf,
     ensure_session,
+    login_cannot_hold,
     panel,
     redirect,
     render,
@@ -55,6 +56,8 @@ async def home(request: Request) -> Response:
 @router.get("/login")
 async def login_page(request: Request, next: str = "/") -> Response:
     ensure_session(request)
+    if login_cannot_hold(request):
+        return render(request, "login.html", {"next": "/", "error": "needs_https"}, 400)
     return render(request, "login.html", {"next": safe_next(next[:2000]), "error": ""})
 
 
@@ -62,6 +65,8 @@ async def login_page(request: Request, next: str = "/") -> Response:
 async def login(
     request: Request, username: Username, password: Password, next: NextPath = "/"
 ) -> Response:
+    if login_cannot_hold(request):
+        return render(request, "login.html", {"next": "/", "error": "needs_https"}, 400)
     await check_csrf(request)
     p = panel(request)
     client = request.client.host if request.client else "?"

@@ -21,10 +21,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from gate import metrics
-from gate.server.web import direct_client, panel
+from gate.server.web import LOOPBACK, direct_client, panel
 
 router = APIRouter()
-LOOPBACK = {"127.0.0.1", "::1"}
 TOKEN_FILE = "metrics_token"
 
 
