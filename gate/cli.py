@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 from typing import Annotated
@@ -259,8 +260,21 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # a bug: keep the traceback in the log, show one line
-        crash_log = Path("gate-crash.log")
-        crash_log.write_text(traceback.format_exc(), encoding="utf-8")
-        typer.echo(f"internal error: {exc!r} (traceback in {crash_log.resolve()})", err=True)
+    except Exception as exc:  # a bug: keep the traceback in a file, show one line
+        crash_log = _save_crash(traceback.format_exc())
+        where = f"traceback in {crash_log}" if crash_log else "the traceback could not be saved"
+        typer.echo(f"internal error: {exc!r} ({where})", err=True)
         sys.exit(3)
+
+
+def _save_crash(text: str) -> Path | None:
+    """Write a bug's traceback to gate-crash.log in the working directory or, where that
+    is read-only (a systemd service's /opt), in the temp directory."""
+    for folder in (Path.cwd, lambda: Path(tempfile.gettempdir())):
+        try:
+            path = folder() / "gate-crash.log"
+            path.write_text(text, encoding="utf-8")
+            return path.resolve()
+        except OSError:
+            continue
+    return None

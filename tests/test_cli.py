@@ -187,3 +187,29 @@ def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
     result = gate("db", "upgrade", env={"GATE_DATA_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert "entry" in result.stdout and (tmp_path / "gate.db").exists()
+
+
+def test_the_emulator_names_a_link_or_log_it_cannot_write(tmp_path: Path) -> None:
+    blocker = write(tmp_path / "a-file", "")
+    for option in ("--link", "--actuation-log"):
+        result = gate("station", "emulate", option, str(blocker / "station"), timeout=30)
+        assert_one_line_error(result, "cannot start the emulator", str(blocker))
+
+
+def test_a_bug_in_a_read_only_working_directory_still_leaves_its_traceback(
+    tmp_path: Path,
+) -> None:
+    """systemd runs the gate in /opt, read-only: the crash log goes to the temp dir."""
+    crash = "import gate.cli as c; c.app = lambda: 1 / 0; c.main()"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATE_")}
+    result = subprocess.run(
+        [sys.executable, "-c", crash],
+        capture_output=True,
+        text=True,
+        cwd="/proc",  # not writable, not even for root
+        env=env | {"TMPDIR": str(tmp_path), "PYTHONPATH": str(Path(__file__).parents[1])},
+        timeout=60,
+    )
+    assert result.returncode == 3
+    assert_one_line_error(result, "internal error: ZeroDivisionError", str(tmp_path))
+    assert "ZeroDivisionError: division by zero" in (tmp_path / "gate-crash.log").read_text()

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from firmware_bridge.emulator import Emulator, World
+from gate.errors import GateError
 
 station_app = typer.Typer(
     help="The dispenser/door station: emulate it on this machine.", no_args_is_help=True
@@ -70,7 +71,14 @@ def emulate(
     hands on|off, refill, door open|close, exit, fire on|off, tamper, status, quit.
     """
     emulator = Emulator(auto_door=auto_door, actuation_log=actuation_log)
-    print(emulator.start(link=link), flush=True)
+    try:
+        port = emulator.start(link=link)
+    except OSError as exc:  # the link's or the log's folder is missing or not writable
+        emulator.stop()
+        raise GateError(
+            f"cannot start the emulator: {exc.strerror}: {exc.filename2 or exc.filename}"
+        ) from None
+    print(port, flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     reader = threading.Thread(target=_read_commands, args=(emulator, stop), daemon=True)
