@@ -6,6 +6,10 @@ The detector model is obtained through `gate models fetch` code and cached in
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -301,3 +305,39 @@ def test_merge_refuses_a_single_or_unreadable_member(tmp_path: Path) -> None:
     with pytest.raises(GateError, match=r"junk\.onnx"):
         merge(tmp_path, tmp_path / "det.tflite", [one, tmp_path / "junk.onnx"], tmp_path / "o.onnx")
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_the_gate_keeps_no_onnxruntime_device_id_and_sends_no_telemetry(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    """onnxruntime's wheels keep a device ID and queue usage events under
+    ~/.cache/Microsoft/DeveloperTools/.onnxruntime unless told not to before they load."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "models").symlink_to(models_dir)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATE_", "ORT_"))}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gate",
+            "bench",
+            "vision",
+            "--frames",
+            "10",
+            "--json",
+            "--data-dir",
+            str(data),
+        ],
+        capture_output=True,
+        text=True,
+        env=env | {"HOME": str(home)},
+        cwd=Path(__file__).parents[1],
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["p50_ms"] > 0
+    assert (home / ".cache").is_dir()  # the command did run with this home (matplotlib's cache)
+    assert [p for p in home.rglob("*") if "onnxruntime" in str(p).lower()] == []
