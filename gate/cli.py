@@ -18,6 +18,7 @@ from typing import Annotated
 
 import typer
 
+from gate.cli_options import ConfigOption
 from gate.config import Settings, check_data_dir, load_settings
 from gate.errors import GateError
 
@@ -34,12 +35,6 @@ app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(bench_app, name="bench")
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="TOML config file (GATE_* environment variables apply on top)."
-    ),
-]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 log = logging.getLogger("gate")
@@ -154,7 +149,7 @@ def config_show(config: ConfigOption = None) -> None:
 
 @config_app.command("check")
 def config_check(
-    file: Annotated[Path, typer.Argument(help="TOML config file to validate.")],
+    file: Annotated[Path, typer.Argument(help="TOML config file to validate.", readable=False)],
 ) -> None:
     """Validate a config file; exit 0 and print 'ok' if it is valid."""
     from gate.assembly import check_no_ghosts_at_the_door

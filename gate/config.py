@@ -208,6 +208,8 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
             tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise GateError(f"config file {path} is not valid TOML: {exc}") from None
+        except OSError as exc:  # for one, not readable by the service user
+            raise GateError(f"cannot read config file {path}: {exc.strerror}") from None
     Settings._toml_file = path
     try:
         return Settings(**overrides)

@@ -117,6 +117,15 @@ def test_missing_config_file_is_one_line() -> None:
     assert_one_line_error(gate("run", "--config", "/nonexistent/gate.toml"), "not found")
 
 
+@pytest.mark.parametrize("command", [["run"], ["user", "list"], ["config", "show"]])
+def test_an_unreadable_config_file_is_one_line(command: list[str]) -> None:
+    """A config the service user may not read (here a file every read of fails, which
+    holds even for root) is named in one line, not in a usage box."""
+    result = gate(*command, "--config", "/proc/self/mem")
+    assert_one_line_error(result, "cannot read config file /proc/self/mem")
+    assert gate("config", "check", "/proc/self/mem").stderr == result.stderr
+
+
 @pytest.mark.parametrize(
     ("url", "word"),
     [

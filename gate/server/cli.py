@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from sqlalchemy import Engine
 
+from gate.cli_options import ConfigOption
 from gate.config import load_settings
 from gate.server import users
 from gate.store.db import open_database
@@ -22,9 +23,6 @@ from gate.store.models import Role
 
 user_app = typer.Typer(help="Manage staff accounts of the web panel.", no_args_is_help=True)
 
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", help="TOML config file (finds the database).")
-]
 PasswordStdin = Annotated[
     bool, typer.Option("--password-stdin", help="Read the password from standard input.")
 ]
