@@ -13,6 +13,7 @@ import logging
 import sys
 import tempfile
 import traceback
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Annotated
 
@@ -237,10 +238,23 @@ def _mount_room_commands() -> None:
 _mount_room_commands()
 
 
+LOG_FILE_BYTES = 10_000_000  # gate.log, then gate.log.1 … .3: at most 40 MB on a gate's disk
+LOG_FILE_BACKUPS = 3
+
+
 def _log_to_file(settings: Settings) -> None:
+    """Log to <data_dir>/gate.log, rotated, so a gate left alone for months (a camera
+    that keeps reconnecting, say) never fills its disk with its own log."""
     check_data_dir(settings.data_dir)
     logging.basicConfig(
-        filename=settings.data_dir / "gate.log",
+        handlers=[
+            RotatingFileHandler(
+                settings.data_dir / "gate.log",
+                maxBytes=LOG_FILE_BYTES,
+                backupCount=LOG_FILE_BACKUPS,
+                encoding="utf-8",
+            )
+        ],
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )

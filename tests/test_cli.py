@@ -222,3 +222,26 @@ def test_a_bug_in_a_read_only_working_directory_still_leaves_its_traceback(
     assert result.returncode == 3
     assert_one_line_error(result, "internal error: ZeroDivisionError", str(tmp_path))
     assert "ZeroDivisionError: division by zero" in (tmp_path / "gate-crash.log").read_text()
+
+
+def test_the_gate_log_is_rotated_so_it_never_fills_the_disk(tmp_path: Path) -> None:
+    """gate run's log rolls over into at most LOG_FILE_BACKUPS old files (here with a
+    2 kB limit instead of 10 MB, so a few hundred lines show it)."""
+    flood = (
+        "import logging, gate.cli as c\n"
+        "from gate.config import Settings\n"
+        "c.LOG_FILE_BYTES = 2000\n"
+        f"c._log_to_file(Settings(data_dir={str(tmp_path)!r}))\n"
+        "for i in range(500): logging.getLogger('gate.camera').warning('camera lost, retry %d', i)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATE_")}
+    result = subprocess.run(
+        [sys.executable, "-c", flood], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    from gate.cli import LOG_FILE_BACKUPS
+
+    logs = sorted(p.name for p in tmp_path.glob("gate.log*"))
+    assert logs == ["gate.log"] + [f"gate.log.{n}" for n in range(1, LOG_FILE_BACKUPS + 1)]
+    assert all((tmp_path / name).stat().st_size <= 2000 for name in logs)
+    assert "retry 499" in (tmp_path / "gate.log").read_text(encoding="utf-8")
