@@ -142,3 +142,24 @@ def test_the_kiosk_stream_carries_prompts_and_nothing_else(
         'data: {"prompt":"idle"}',
     ]
     assert "secret" not in text
+
+
+def test_every_endless_stream_tells_a_reverse_proxy_not_to_buffer_it(
+    served: tuple[LiveServer, FakeRuntime, dict[str, str]],
+) -> None:
+    """Behind nginx (the README's HTTPS set-up) a buffered stream would reach the guard
+    late or never: live events, the live video and the kiosk's prompts all opt out."""
+    live, _runtime, cookies = served
+
+    async def headers_of(path: str) -> dict[str, str]:
+        async with (
+            httpx2.AsyncClient(base_url=live.url, cookies=cookies, timeout=30) as client,
+            client.stream("GET", path) as response,
+        ):
+            assert response.status_code == 200, path
+            return dict(response.headers)
+
+    for path in ("/live/events", "/live/stream.mjpg", "/kiosk/events"):
+        headers = asyncio.run(headers_of(path))
+        assert headers["x-accel-buffering"] == "no", path
+        assert headers["cache-control"] == "no-store", path

@@ -25,6 +25,9 @@ RETRY_MS = 2000
 MJPEG_BOUNDARY = "frame"
 MJPEG_KEEPALIVE_SECONDS = 2.0
 JPEG_QUALITY = 75
+# Every endless stream: never cached, and never held back by a buffering reverse proxy
+# (nginx buffers a response unless told not to), or the guard's view lags the door.
+STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 Transform = Callable[[Event], dict[str, Any] | None]
 

@@ -74,5 +74,5 @@ async def kiosk_events(
     return StreamingResponse(
         stream,
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        headers=streams.STREAM_HEADERS,
     )

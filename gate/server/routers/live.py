@@ -119,7 +119,7 @@ async def live_events(
     return StreamingResponse(
         stream,
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        headers=streams.STREAM_HEADERS,
     )
 
 
@@ -132,7 +132,7 @@ async def live_video(request: Request) -> Response:
     return StreamingResponse(
         stream,
         media_type=f"multipart/x-mixed-replace; boundary={streams.MJPEG_BOUNDARY}",
-        headers={"Cache-Control": "no-store"},
+        headers=streams.STREAM_HEADERS,
     )
 
 
