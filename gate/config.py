@@ -12,6 +12,7 @@ import tomllib
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -132,6 +133,16 @@ class ServerSettings(Section):
         description="';' also writes decimal commas: what Excel expects where the system's "
         "number format uses a decimal comma, as in Vietnamese.",
     )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, timezone: str) -> str:
+        """Checked here, so `gate config check` finds a typo before `gate run` does."""
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {timezone!r}") from None
+        return timezone
 
 
 class Settings(BaseSettings):

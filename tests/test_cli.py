@@ -105,6 +105,7 @@ def test_config_check_accepts_the_shipped_example() -> None:
         ("[camera\nsource=1", ["not valid TOML"]),
         ("[camera]\nroi = [0.5, 0.5, 0.2, 0.9]\n", ["camera.roi"]),
         ("[server]\ntrusted_proxies = ['proxy.local']\n", ["server.trusted_proxies"]),
+        ("[server]\ntimezone = 'Asia/Saigon City'\n", ["server.timezone", "unknown time zone"]),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, words: list[str]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,7 +20,6 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gate.errors import GateError
 from gate.server.filters import BadInput
 from gate.server.routers import admin, api, audit, auth, entries, kiosk, live, stats, system
 from gate.server.security import RateLimiter, SessionCodec, load_secret_key, stored_revocations
@@ -161,12 +160,7 @@ def templates() -> Environment:
 def create_app(runtime: Runtime) -> FastAPI:
     """The panel for ``runtime``; settings and database come from the runtime."""
     settings = runtime.settings
-    try:
-        zone = ZoneInfo(settings.server.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise GateError(
-            f"server.timezone: unknown time zone {settings.server.timezone!r}"
-        ) from None
+    zone = ZoneInfo(settings.server.timezone)  # the settings model checked it
     codec = SessionCodec(
         load_secret_key(settings.data_dir),
         settings.server.session_hours * 3600,
