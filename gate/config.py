@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyAddress,
     IPvAnyNetwork,
     ValidationError,
     field_validator,
@@ -116,7 +117,11 @@ class RetentionSettings(Section):
 class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    kiosk_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    kiosk_addresses: list[IPvAnyAddress] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        validate_default=True,
+        description="The kiosk screen has no login: only these addresses see it.",
+    )
     trusted_proxies: list[IPvAnyNetwork] = Field(
         default_factory=lambda: ["127.0.0.1", "::1"],
         validate_default=True,

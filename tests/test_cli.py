@@ -106,6 +106,7 @@ def test_config_check_accepts_the_shipped_example() -> None:
         ("[camera]\nroi = [0.5, 0.5, 0.2, 0.9]\n", ["camera.roi"]),
         ("[server]\ntrusted_proxies = ['proxy.local']\n", ["server.trusted_proxies"]),
         ("[server]\ntimezone = 'Asia/Saigon City'\n", ["server.timezone", "unknown time zone"]),
+        ("[server]\nkiosk_addresses = ['kiosk.local']\n", ["server.kiosk_addresses"]),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, words: list[str]) -> None:

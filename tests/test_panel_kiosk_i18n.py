@@ -16,8 +16,9 @@ SERVER = Path(i18n.__file__).parent
 
 
 def test_kiosk_is_only_served_to_kiosk_addresses(tmp_path: Path) -> None:
-    app, _runtime = make_app(tmp_path, kiosk_addresses=["10.0.0.9"])
+    app, _runtime = make_app(tmp_path, kiosk_addresses=["10.0.0.9", "0:0:0:0:0:0:0:1"])
     assert client_for(app, host="10.0.0.9").get("/kiosk").status_code == 200
+    assert client_for(app, host="::1").get("/kiosk").status_code == 200  # addresses, not text
     for host in ("10.0.0.5", "127.0.0.1"):
         assert client_for(app, host=host).get("/kiosk").status_code == 403
         assert client_for(app, host=host).get("/kiosk/events").status_code == 403

@@ -7,6 +7,7 @@ but the prompt key: no entries, no alerts, no names.
 
 from __future__ import annotations
 
+from ipaddress import ip_address
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
@@ -21,7 +22,11 @@ from gate.server.web import direct_client, panel, render
 
 def kiosk_address(request: Request) -> None:
     """403 unless the client (not relayed by a proxy) is one of server.kiosk_addresses."""
-    if direct_client(request) not in panel(request).settings.server.kiosk_addresses:
+    try:
+        client = ip_address(direct_client(request))
+    except ValueError:  # relayed by a proxy, or not an address at all
+        client = None
+    if client not in panel(request).settings.server.kiosk_addresses:
         raise HTTPException(403, "this screen is only served to the kiosk")
 
 
