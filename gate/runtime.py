@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from gate import metrics
 from gate.camera.sources import FrameSource
@@ -149,9 +150,15 @@ class GateRuntime:
         camera = asyncio.create_task(self._camera_loop(), name="camera")
         stopper = asyncio.create_task(self._stopping.wait())
         try:
-            await asyncio.wait([camera, stopper], return_when=asyncio.FIRST_COMPLETED)
-            if camera.done() and camera.exception():
-                raise camera.exception()  # type: ignore[misc]
+            # Any loop that dies ends the run (and the process: systemd restarts it). A
+            # station or tick loop that died alone would leave a gate that looks alive
+            # but never hears the dispenser or times a visit out.
+            done, _ = await asyncio.wait(
+                [*tasks, camera, stopper], return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                if task is not stopper and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
         finally:
             self._stopping.set()  # whoever waits in stopping() (the panel) ends too
             for task in [*tasks, camera, stopper, *self._background]:
@@ -419,7 +426,13 @@ class GateRuntime:
     # ------------------------------------------------------------------ helpers
 
     async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._db_pool, fn, *args)
+        """Run a store call off the event loop. A database that cannot be reached or
+        written (server down, disk full) is not a bug: it ends the run with one line."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._db_pool, fn, *args)
+        except OperationalError as exc:
+            reason = str(exc.orig or exc).splitlines()[0]
+            raise GateError(f"database unavailable: {reason}") from None
 
     def _sync_link_metrics(self) -> None:
         """Carry the link's own counters over to Prometheus as increments."""

@@ -16,6 +16,7 @@ from gate.assembly import Gate, assemble
 from gate.camera.simulated import SimVisitor
 from gate.camera.verdict import MaskLabel
 from gate.config import Settings, load_settings
+from gate.errors import GateError
 from gate.store.db import session
 from gate.store.models import Alert, AuditEvent, Entry, StationLog
 
@@ -154,3 +155,23 @@ async def test_denied_visitor_snapshot_is_kept_and_blurred_on_request(
     assert entry.outcome == "denied_no_mask"
     assert Path(entry.snapshot_path).stat().st_size > 1000
     assert Path(entry.snapshot_path).is_relative_to(data_dir)
+
+
+async def test_a_database_that_goes_away_ends_the_run_in_one_line_and_the_door_stays_locked(
+    data_dir: Path,
+) -> None:
+    """The station loop writes the exit button to the log. When the database is gone
+    (here the SQLite file replaced by a folder), the run ends with one clear error
+    instead of that loop dying unheard, and the firmware keeps the door locked."""
+    async with assemble(gate_settings(data_dir), visitors=NOBODY) as gate:
+        task = asyncio.create_task(gate.runtime.run())
+        await until(lambda: gate.runtime.station.state.value == "connected", 15)
+        gate.runtime.engine.dispose()
+        for path in data_dir.glob("gate.db*"):
+            path.unlink()
+        (data_dir / "gate.db").mkdir()
+        gate.emulator.world.press_exit()
+        with pytest.raises(GateError, match=r"^database unavailable: .*unable to open database"):
+            await asyncio.wait_for(task, 15)
+        await asyncio.sleep(2)  # past the firmware's heartbeat timeout
+        assert not gate.emulator.world.relay_unlocked
