@@ -307,37 +307,53 @@ def test_merge_refuses_a_single_or_unreadable_member(tmp_path: Path) -> None:
     assert not (tmp_path / "o.onnx").exists()
 
 
-def test_the_gate_keeps_no_onnxruntime_device_id_and_sends_no_telemetry(
-    tmp_path: Path, models_dir: Path
-) -> None:
-    """onnxruntime's wheels keep a device ID and queue usage events under
-    ~/.cache/Microsoft/DeveloperTools/.onnxruntime unless told not to before they load."""
+def run_bench_vision(tmp_path: Path, models_dir: Path) -> subprocess.CompletedProcess:
+    """`gate bench vision` as a user runs it, with an empty home of its own."""
     data = tmp_path / "data"
     data.mkdir()
     (data / "models").symlink_to(models_dir)
-    home = tmp_path / "home"
-    home.mkdir()
+    (tmp_path / "home").mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATE_", "ORT_"))}
+    command = ["bench", "vision", "--frames", "10", "--json", "--data-dir", str(data)]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gate",
-            "bench",
-            "vision",
-            "--frames",
-            "10",
-            "--json",
-            "--data-dir",
-            str(data),
-        ],
+        [sys.executable, "-m", "gate", *command],
         capture_output=True,
         text=True,
-        env=env | {"HOME": str(home)},
+        env=env | {"HOME": str(tmp_path / "home")},
         cwd=Path(__file__).parents[1],
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["p50_ms"] > 0
+    return result
+
+
+def test_the_gate_keeps_no_onnxruntime_device_id_and_sends_no_telemetry(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    """onnxruntime's wheels keep a device ID and queue usage events under
+    ~/.cache/Microsoft/DeveloperTools/.onnxruntime unless told not to before they load."""
+    run_bench_vision(tmp_path, models_dir)
+    home = tmp_path / "home"
     assert (home / ".cache").is_dir()  # the command did run with this home (matplotlib's cache)
     assert [p for p in home.rglob("*") if "onnxruntime" in str(p).lower()] == []
+
+
+def test_a_frame_memory_litert_dislikes_prints_nothing_on_stderr(models_dir: Path) -> None:
+    """LiteRT's once-only native notices (its first run; a frame not aligned as it likes,
+    which it copies) come out during the silenced warm-up, not in a service's journal at
+    the first visitor. A fresh process, since the notices come once per process."""
+    script = (
+        "import numpy as np\n"
+        "from pathlib import Path\n"
+        "from gate.camera.detector import FaceDetector\n"
+        "from gate.camera.models import detector_path\n"
+        f"detector = FaceDetector(detector_path(Path({str(models_dir.parent)!r})))\n"
+        "frame = np.zeros(480 * 640 * 3 + 1, np.uint8)[1:].reshape(480, 640, 3)\n"
+        "assert detector.detect(frame) == []\n"
+        "detector.close()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr

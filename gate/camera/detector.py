@@ -70,7 +70,10 @@ class FaceDetector:
                 self._task = vision.FaceDetector.create_from_options(options)
             except (RuntimeError, ValueError) as exc:
                 raise GateError(f"cannot load face detector {model_path}: {exc}") from None
-            self.detect(np.zeros((128, 128, 3), np.uint8))  # warm-up: first-run notices
+            # Warm-up, so LiteRT's once-only notices come out here, silenced: its first
+            # run, and a frame whose memory is not aligned as it likes (it copies then).
+            self.detect(np.zeros((128, 128, 3), np.uint8))
+            self.detect(np.zeros(128 * 128 * 3 + 1, np.uint8)[1:].reshape(128, 128, 3))
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """One pass over an RGB uint8 image."""
