@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, text
 
 from gate.store import records
@@ -108,3 +109,25 @@ def test_retention_job_deletes_files_and_audits_what_it_deleted(
         (audit,) = s.scalars(select(AuditEvent).where(AuditEvent.action == "retention"))
     assert json.loads(audit.detail) == {"entries": 1, "snapshots": 1} and audit.actor == "system"
     assert apply_retention(engine, settings, "g1") == (0, 0)
+
+
+def test_a_snapshot_that_cannot_be_deleted_does_not_stop_retention(
+    engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The runtime ends when one of its loops dies, so a stuck file (here a folder where
+    the picture should be, which even root cannot unlink) is logged and passed over."""
+    from gate.config import RetentionSettings
+    from gate.store.retention import apply_retention
+
+    records.ensure_gate(engine, "g1")
+    stuck, fine = tmp_path / "stuck.jpg", tmp_path / "fine.jpg"
+    (stuck / "inside").mkdir(parents=True)
+    fine.write_bytes(b"jpeg")
+    for ref, snap in ((1, stuck), (2, fine)):
+        old = entry(ref, Outcome.DENIED_NO_MASK, datetime.now(UTC) - timedelta(days=30))
+        records.save_entry(engine, old)
+        records.set_snapshot(engine, old.id, str(snap))
+    settings = RetentionSettings(snapshot_days=7, entry_days=20)
+    assert apply_retention(engine, settings, "g1") == (2, 1)
+    assert not fine.exists() and stuck.is_dir()
+    assert f"snapshot {stuck} not deleted" in caplog.text

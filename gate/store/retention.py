@@ -15,9 +15,13 @@ log = logging.getLogger("gate.retention")
 def apply_retention(engine: Engine, retention: RetentionSettings, gate_id: str) -> tuple[int, int]:
     """Delete what is past its age; return (entries deleted, snapshot files deleted)."""
     paths, entries = purge_old(engine, retention.snapshot_days, retention.entry_days)
+    snapshots = 0
     for path in set(paths):
-        path.unlink(missing_ok=True)
-    snapshots = len(set(paths))
+        try:
+            path.unlink(missing_ok=True)
+            snapshots += 1
+        except OSError as exc:  # one stuck file must not stop the job (or the gate) for good
+            log.warning("retention: snapshot %s not deleted: %s", path, exc.strerror)
     if entries or snapshots:
         log.info("retention: deleted %d entries and %d snapshots", entries, snapshots)
         detail = audit_detail(entries=entries, snapshots=snapshots)
