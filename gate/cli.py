@@ -173,16 +173,12 @@ def db_upgrade(config: ConfigOption = None) -> None:
 def db_purge(config: ConfigOption = None) -> None:
     """Apply the retention policy once: delete old snapshots and entries."""
     from gate.store.db import open_database
-    from gate.store.records import purge_old
+    from gate.store.retention import apply_retention
 
     settings = _settings(config)
     engine = open_database(settings.effective_database_url)
-    paths, entries = purge_old(
-        engine, settings.retention.snapshot_days, settings.retention.entry_days
-    )
-    for path in paths:
-        path.unlink(missing_ok=True)
-    typer.echo(f"deleted {entries} entries and {len(paths)} snapshots")
+    entries, snapshots = apply_retention(engine, settings)
+    typer.echo(f"deleted {entries} entries and {snapshots} snapshots")
 
 
 # ---------------------------------------------------------------- benchmarks

@@ -192,6 +192,11 @@ class Settings(BaseSettings):
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'gate.db'}"
 
+    @property
+    def snapshots_dir(self) -> Path:
+        """Pictures of visitors, one folder per UTC day (YYYY-MM-DD)."""
+        return self.data_dir / "snapshots"
+
 
 def off_the_record(settings: Settings, scratch: Path) -> Settings:
     """The settings for judging visitors who are not at the door: a recording or a

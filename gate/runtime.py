@@ -285,9 +285,7 @@ class GateRuntime:
     async def _retention_loop(self) -> None:
         interval = self.settings.retention.interval_minutes * 60
         while True:
-            await self._db(
-                apply_retention, self.engine, self.settings.retention, self.settings.gate_id
-            )
+            await self._db(apply_retention, self.engine, self.settings)
             await asyncio.sleep(interval)
 
     # ------------------------------------------------------------------ station
@@ -414,7 +412,7 @@ class GateRuntime:
             return
         if self.settings.snapshots.blur_faces and analysis is not None:
             frame = blur_faces(frame, analysis)
-        folder = self.settings.data_dir / "snapshots" / datetime.now(UTC).strftime("%Y-%m-%d")
+        folder = self.settings.snapshots_dir / datetime.now(UTC).strftime("%Y-%m-%d")
         path = folder / f"{entry_id}.jpg"
         try:
             await self._db(_write_jpeg, path, frame)

@@ -247,3 +247,13 @@ def test_the_gate_log_is_rotated_so_it_never_fills_the_disk(tmp_path: Path) -> N
     assert logs == ["gate.log"] + [f"gate.log.{n}" for n in range(1, LOG_FILE_BACKUPS + 1)]
     assert all((tmp_path / name).stat().st_size <= 2000 for name in logs)
     assert "retry 499" in (tmp_path / "gate.log").read_text(encoding="utf-8")
+
+
+def test_db_purge_runs_the_same_retention_as_the_gate(tmp_path: Path) -> None:
+    old_day = tmp_path / "snapshots" / "2020-01-01"
+    old_day.mkdir(parents=True)
+    (old_day / "orphan.jpg").write_bytes(b"jpeg")
+    result = gate("db", "purge", env={"GATE_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "deleted 0 entries and 1 snapshots"
+    assert not old_day.exists()

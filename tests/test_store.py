@@ -7,11 +7,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 
+from gate.config import Settings
 from gate.store import records
-from gate.store.db import make_engine, table_names, upgrade
-from gate.store.models import Entry, Outcome
+from gate.store.db import make_engine, session, table_names, upgrade
+from gate.store.models import AuditEvent, Entry, Outcome
+from gate.store.retention import apply_retention
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
@@ -86,29 +88,27 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
 
 
+def retention_settings(data_dir: Path) -> Settings:
+    return Settings(data_dir=data_dir, retention={"snapshot_days": 7, "entry_days": 20})
+
+
 def test_retention_job_deletes_files_and_audits_what_it_deleted(
     engine: Engine, tmp_path: Path
 ) -> None:
-    from sqlalchemy import select
-
-    from gate.config import RetentionSettings
-    from gate.store.db import session
-    from gate.store.models import AuditEvent
-    from gate.store.retention import apply_retention
-
     records.ensure_gate(engine, "g1")
     snap = tmp_path / "old.jpg"
     snap.write_bytes(b"jpeg")
     old = entry(1, Outcome.DENIED_NO_MASK, datetime.now(UTC) - timedelta(days=30))
     records.save_entry(engine, old)
     records.set_snapshot(engine, old.id, str(snap))
-    settings = RetentionSettings(snapshot_days=7, entry_days=20)
-    assert apply_retention(engine, settings, "g1") == (1, 1)
+    settings = retention_settings(tmp_path).model_copy(update={"gate_id": "g1"})
+    assert apply_retention(engine, settings) == (1, 1)
     assert not snap.exists()
     with session(engine) as s:
         (audit,) = s.scalars(select(AuditEvent).where(AuditEvent.action == "retention"))
     assert json.loads(audit.detail) == {"entries": 1, "snapshots": 1} and audit.actor == "system"
-    assert apply_retention(engine, settings, "g1") == (0, 0)
+    assert audit.gate_id == "g1"
+    assert apply_retention(engine, settings) == (0, 0)
 
 
 def test_a_snapshot_that_cannot_be_deleted_does_not_stop_retention(
@@ -116,9 +116,6 @@ def test_a_snapshot_that_cannot_be_deleted_does_not_stop_retention(
 ) -> None:
     """The runtime ends when one of its loops dies, so a stuck file (here a folder where
     the picture should be, which even root cannot unlink) is logged and passed over."""
-    from gate.config import RetentionSettings
-    from gate.store.retention import apply_retention
-
     records.ensure_gate(engine, "g1")
     stuck, fine = tmp_path / "stuck.jpg", tmp_path / "fine.jpg"
     (stuck / "inside").mkdir(parents=True)
@@ -127,7 +124,25 @@ def test_a_snapshot_that_cannot_be_deleted_does_not_stop_retention(
         old = entry(ref, Outcome.DENIED_NO_MASK, datetime.now(UTC) - timedelta(days=30))
         records.save_entry(engine, old)
         records.set_snapshot(engine, old.id, str(snap))
-    settings = RetentionSettings(snapshot_days=7, entry_days=20)
-    assert apply_retention(engine, settings, "g1") == (2, 1)
+    assert apply_retention(engine, retention_settings(tmp_path)) == (2, 1)
     assert not fine.exists() and stuck.is_dir()
     assert f"snapshot {stuck} not deleted" in caplog.text
+
+
+def test_retention_also_clears_day_folders_past_the_age_of_pictures_no_entry_names(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A picture whose entry let go of it (its file stuck at the time, or never referred
+    to) must not stay forever: whole day folders past the snapshot age are emptied."""
+    today = datetime.now(UTC).date()
+    snapshots = tmp_path / "snapshots"
+    days = {age: snapshots / (today - timedelta(days=age)).isoformat() for age in (6, 7, 8, 30)}
+    for folder in days.values():
+        folder.mkdir(parents=True)
+        (folder / "orphan.jpg").write_bytes(b"jpeg")
+    (snapshots / "not-a-day").mkdir()
+    (snapshots / "not-a-day" / "keep.jpg").write_bytes(b"jpeg")
+    assert apply_retention(engine, retention_settings(tmp_path)) == (0, 2)
+    left = sorted(p.name for p in snapshots.iterdir())
+    assert left == sorted([days[6].name, days[7].name, "not-a-day"])  # day 7 reaches back 7 days
+    assert (days[7] / "orphan.jpg").exists() and (days[6] / "orphan.jpg").exists()
