@@ -307,34 +307,28 @@ def test_merge_refuses_a_single_or_unreadable_member(tmp_path: Path) -> None:
     assert not (tmp_path / "o.onnx").exists()
 
 
-def run_bench_vision(tmp_path: Path, models_dir: Path) -> subprocess.CompletedProcess:
-    """`gate bench vision` as a user runs it, with an empty home of its own."""
-    data = tmp_path / "data"
+def test_the_gate_keeps_no_onnxruntime_device_id_and_sends_no_telemetry(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    """onnxruntime's wheels keep a device ID and queue usage events under
+    ~/.cache/Microsoft/DeveloperTools/.onnxruntime unless told not to before they load:
+    `gate bench vision`, run with an empty home, leaves nothing of onnxruntime's there."""
+    data, home = tmp_path / "data", tmp_path / "home"
     data.mkdir()
+    home.mkdir()
     (data / "models").symlink_to(models_dir)
-    (tmp_path / "home").mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATE_", "ORT_"))}
     command = ["bench", "vision", "--frames", "10", "--json", "--data-dir", str(data)]
     result = subprocess.run(
         [sys.executable, "-m", "gate", *command],
         capture_output=True,
         text=True,
-        env=env | {"HOME": str(tmp_path / "home")},
+        env=env | {"HOME": str(home)},
         cwd=Path(__file__).parents[1],
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["p50_ms"] > 0
-    return result
-
-
-def test_the_gate_keeps_no_onnxruntime_device_id_and_sends_no_telemetry(
-    tmp_path: Path, models_dir: Path
-) -> None:
-    """onnxruntime's wheels keep a device ID and queue usage events under
-    ~/.cache/Microsoft/DeveloperTools/.onnxruntime unless told not to before they load."""
-    run_bench_vision(tmp_path, models_dir)
-    home = tmp_path / "home"
     assert (home / ".cache").is_dir()  # the command did run with this home (matplotlib's cache)
     assert [p for p in home.rglob("*") if "onnxruntime" in str(p).lower()] == []
 
