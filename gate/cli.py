@@ -86,10 +86,9 @@ def demo(
 
     settings = demo_settings(_settings(config))
     _log_to_file(settings)
-    claim_database(settings)
     serve = duration is None
+    password = claim_database(settings, new_admin=serve)
     if serve:
-        password = _demo_admin(settings)
         url = f"http://{settings.server.host}:{settings.server.port}/"
         typer.echo(f"Entry Gate demo: panel {url}  kiosk {url}kiosk")
         typer.echo(f"one-time admin login: admin / {password}")
@@ -102,22 +101,6 @@ def demo(
         typer.echo(f"entries: {result['entries']}")
     if duration is not None and result["entries"] != result["scenario"]:
         raise typer.Exit(1)  # a timed run is a check; an interactive one ends when the user says
-
-
-def _demo_admin(settings: Settings) -> str:
-    """Create (or reset) the demo's admin with a fresh random password."""
-    from gate.server.users import create_user, generate_password, set_password
-    from gate.store.db import open_database
-    from gate.store.models import Role
-
-    engine = open_database(settings.effective_database_url)
-    password = generate_password()
-    try:
-        create_user(engine, "admin", Role.ADMIN, password)
-    except GateError:
-        set_password(engine, "admin", password)
-    engine.dispose()
-    return password
 
 
 @app.command()

@@ -21,9 +21,10 @@ from gate.camera.simulated import SimVisitor
 from gate.camera.verdict import MaskLabel
 from gate.config import Settings
 from gate.errors import GateError
+from gate.server.users import create_user, generate_password, set_password
 from gate.store.db import open_database, session
 from gate.store.models import Gate as GateRow
-from gate.store.models import Outcome, User
+from gate.store.models import Outcome, Role, User
 from gate.store.records import ensure_gate, entries_since
 
 DEMO_GATE_ID = "demo"
@@ -74,10 +75,12 @@ def demo_settings(settings: Settings) -> Settings:
     )
 
 
-def claim_database(settings: Settings) -> None:
+def claim_database(settings: Settings, new_admin: bool = False) -> str | None:
     """The demo logs scripted visitors and resets `admin`'s password, so it runs only on
     an empty database or one an earlier demo claimed, never on an installed gate's log
-    and staff. An empty database is claimed by recording the demo's gate in it."""
+    and staff. An empty database is claimed by recording the demo's gate in it. With
+    `new_admin`, the demo's admin is created (or reset) with a fresh random password,
+    which is returned."""
     url = settings.effective_database_url
     engine = open_database(url)
     try:
@@ -94,6 +97,14 @@ def claim_database(settings: Settings) -> None:
                 "(GATE_DATA_DIR=/tmp/gate-demo gate demo)"
             )
         ensure_gate(engine, DEMO_GATE_ID)
+        if not new_admin:
+            return None
+        password = generate_password()
+        try:
+            create_user(engine, "admin", Role.ADMIN, password)
+        except GateError:
+            set_password(engine, "admin", password)
+        return password
     finally:
         engine.dispose()
 
