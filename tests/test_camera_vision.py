@@ -334,8 +334,8 @@ def test_the_gate_keeps_no_onnxruntime_device_id_and_sends_no_telemetry(
 
 
 def test_a_frame_memory_litert_dislikes_prints_nothing_on_stderr(models_dir: Path) -> None:
-    """LiteRT's once-only native notices (its first run; a frame not aligned as it likes,
-    which it copies) come out during the silenced warm-up, not in a service's journal at
+    """LiteRT's once-only native notices for its first run and for an input frame not
+    aligned as it likes (which it copies) come out during the silenced warm-up, not at
     the first visitor. A fresh process, since the notices come once per process."""
     script = (
         "import numpy as np\n"

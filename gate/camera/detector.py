@@ -71,7 +71,9 @@ class FaceDetector:
             except (RuntimeError, ValueError) as exc:
                 raise GateError(f"cannot load face detector {model_path}: {exc}") from None
             # Warm-up, so LiteRT's once-only notices come out here, silenced: its first
-            # run, and a frame whose memory is not aligned as it likes (it copies then).
+            # run, and an input frame whose memory is not aligned as it likes (it copies
+            # then). Its own buffers can still be misaligned later, so the alignment
+            # notice may yet appear once, but no longer for every camera's frames.
             self.detect(np.zeros((128, 128, 3), np.uint8))
             self.detect(np.zeros(128 * 128 * 3 + 1, np.uint8)[1:].reshape(128, 128, 3))
 
