@@ -3,8 +3,12 @@
 VENV   := .venv
 BIN    := $(VENV)/bin
 PYTHON ?= python3
+# What is installed beside the gate: the set-up commands need the test tools; the
+# computer at a door needs none of them (`make install EXTRAS=`, see README).
+EXTRAS ?= test
+STAMP  := $(VENV)/.installed$(if $(EXTRAS),-$(EXTRAS))
 
-.PHONY: demo test install models chromium lint
+.PHONY: demo test install models chromium
 
 demo: models
 	$(BIN)/gate demo
@@ -14,12 +18,12 @@ test: models chromium
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
-install: $(VENV)/.installed
+install: $(STAMP)
 
-$(VENV)/.installed: pyproject.toml
+$(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.$(if $(EXTRAS),[$(EXTRAS)])'
 	$(BIN)/python -m pip check
 	touch $@
 
