@@ -189,6 +189,12 @@ class Controller:
     def visit(self) -> EntryRecord | None:
         return self._visit.entry if self._visit else None
 
+    @property
+    def station_ok(self) -> bool:
+        """Whether the station can carry out a command: staff may not unlock a door that
+        cannot be unlocked and be told it was."""
+        return self._conditions.station_ok
+
     # ------------------------------------------------------------------ inputs
 
     def resume(self, now: float, open_entries: list[EntryRecord]) -> list[Action]:
@@ -268,7 +274,13 @@ class Controller:
         if ok == self._conditions.station_ok:
             return []
         self._conditions.station_ok = ok
-        return self._remode(now) + self._part_alert(ok, "station_offline", "check_station_link")
+        actions = self._remode(now)
+        if self._mode is Mode.EMERGENCY:
+            if ok:  # the release the station missed goes out now, not at the next refresh
+                self._emergency_refresh_at = now + EMERGENCY_REFRESH_SECONDS
+                actions.append(Unlock(MAX_UNLOCK_SECONDS, OVERRIDE_REF))
+            actions += self._show(self._resting_prompt())
+        return actions + self._part_alert(ok, "station_offline", "check_station_link")
 
     def set_lockdown(self, now: float, on: bool) -> list[Action]:
         self._conditions.lockdown = on
@@ -295,7 +307,8 @@ class Controller:
     def tick(self, now: float) -> list[Action]:
         """Time passing: timeouts, leaving visitors, emergency refresh."""
         actions = self._expire_resumable(now)
-        if self._mode is Mode.EMERGENCY and now >= self._emergency_refresh_at:
+        emergency = self._mode is Mode.EMERGENCY and self._conditions.station_ok
+        if emergency and now >= self._emergency_refresh_at:
             self._emergency_refresh_at = now + EMERGENCY_REFRESH_SECONDS
             actions.append(Unlock(MAX_UNLOCK_SECONDS, OVERRIDE_REF))
         visit = self._visit
@@ -568,6 +581,10 @@ class Controller:
         return self._mode_prompt() or Prompt.IDLE
 
     def _mode_prompt(self) -> Prompt | None:
+        if self._mode is Mode.EMERGENCY and not (self._conditions.fire or self.station_ok):
+            # Staff released a door the station cannot reach: it is still locked. (A fire
+            # input is different: the firmware releases the door by itself.)
+            return Prompt.OUT_OF_SERVICE
         return {
             Mode.EMERGENCY: Prompt.EMERGENCY,
             Mode.LOCKDOWN: Prompt.LOCKDOWN,

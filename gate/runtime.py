@@ -41,7 +41,7 @@ from gate.controller import (
     TakeSnapshot,
     Unlock,
 )
-from gate.errors import GateError
+from gate.errors import CommandRefused, GateError
 from gate.events import EventBus
 from gate.sanitizer.station import LinkState, Station, StationEvent
 from gate.store import records
@@ -139,6 +139,7 @@ class GateRuntime:
         now = self.clock()
         open_entries = await self._db(records.open_entries, self.engine, self.settings.gate_id)
         await self._feed(self.controller.resume(now, [_record(e) for e in open_entries]))
+        await self._restore_standing_orders(now)
         await self._feed(
             self.controller.station_health(now, self.station.state is not LinkState.OFFLINE)
         )
@@ -188,6 +189,8 @@ class GateRuntime:
     # ------------------------------------------------------------------ staff commands
 
     async def override_unlock(self, actor: str, reason: str) -> None:
+        if not self.controller.station_ok:
+            raise CommandRefused("station_offline")
         await self._audit(actor, "override_unlock", reason)
         await self._db(records.log_station, self.engine, self.settings.gate_id, "override_unlock")
         await self._command(self.controller.override_unlock)
@@ -204,6 +207,20 @@ class GateRuntime:
         await self._audit(actor, "occupancy_reset", reason)
         await self._db(records.log_station, self.engine, self.settings.gate_id, "occupancy_reset")
         await self._command(self.controller.reset_occupancy)
+
+    async def _restore_standing_orders(self, now: float) -> None:
+        """A lockdown or an emergency release that staff ordered outlives a restart: the
+        audit, written before each order is carried out, says which still stand."""
+        orders = await self._db(records.standing_orders, self.engine, self.settings.gate_id)
+        for order in orders:
+            log.warning(
+                "%s by %s at %s still stands", order.action, order.actor, order.at.isoformat()
+            )
+            orders_step = {
+                "lockdown_on": self.controller.set_lockdown,
+                "emergency_on": self.controller.set_emergency,
+            }
+            await self._feed(orders_step[order.action](now, True))
 
     # ------------------------------------------------------------------ panel views
 
@@ -383,7 +400,7 @@ class GateRuntime:
         except GateError as exc:
             log.warning("station %s failed: %s", what, exc)
             if what != "lock":  # a lock that cannot be sent: the firmware relocks by itself
-                await self._alert(f"{what}_failed", Severity.CRITICAL, str(exc))
+                await self._alert(f"{what}_failed", Severity.CRITICAL, "check_station_link")
 
     async def _alert(
         self, kind: str, severity: Severity, message: str, entry_id: str | None = None

@@ -43,7 +43,7 @@ class FakeRuntime:
         self.calls: list[tuple[str, str, Any, str]] = []
         self.watchers = 0
         self.frame: np.ndarray | None = np.zeros((48, 64, 3), dtype=np.uint8)
-        self.refuse: str | None = None  # set to make overrides raise GateError
+        self.refuse: GateError | None = None  # set to make overrides raise it
         self.state: dict[str, Any] = {
             "gate_id": settings.gate_id,
             "state": "idle",
@@ -60,7 +60,7 @@ class FakeRuntime:
 
     async def _act(self, action: str, actor: str, value: Any, reason: str) -> None:
         if self.refuse:
-            raise GateError(self.refuse)
+            raise self.refuse
         self.calls.append((action, actor, value, reason))
         audit(self.engine, actor, action, reason, "" if value is None else str(value))
         self.bus.publish("override", {"actor": actor, "action": action, "reason": reason})

@@ -274,6 +274,31 @@ def test_staff_emergency_release_and_fire_are_both_needed_off_to_relock() -> Non
     assert Lock() in g.station("fire_off")
 
 
+def test_staff_release_of_a_door_the_station_cannot_reach_is_not_announced_as_open() -> None:
+    """The kiosk tells the truth: a staff release the station cannot carry out leaves the door
+    locked. No refresh is sent into the dead link; the release goes out when it returns."""
+    g = Gate()
+    g.run(g.c.station_health(g.now, False))
+    g.run(g.c.set_emergency(g.now, True))
+    assert g.c.mode is Mode.EMERGENCY and g.c.prompt is Prompt.OUT_OF_SERVICE
+    sent = len(g.of(Unlock))
+    g.wait(MAX_UNLOCK_SECONDS * 2)
+    assert len(g.of(Unlock)) == sent  # no refreshes into the dead link
+    back = g.run(g.c.station_health(g.now, True))
+    assert Unlock(MAX_UNLOCK_SECONDS, OVERRIDE_REF) in back
+    assert g.c.prompt is Prompt.EMERGENCY
+    g.run(g.c.station_health(g.now, False))  # lost again while released
+    assert g.c.prompt is Prompt.OUT_OF_SERVICE
+
+
+def test_fire_keeps_the_emergency_prompt_without_the_station() -> None:
+    """The firmware releases the door on its fire input by itself, link or no link."""
+    g = Gate()
+    g.station("fire_on")
+    g.run(g.c.station_health(g.now, False))
+    assert g.c.prompt is Prompt.EMERGENCY
+
+
 def test_station_offline_degrades_keeps_locked_and_alerts() -> None:
     g = Gate()
     g.see(face(MaskLabel.MASK), seconds=0.5)

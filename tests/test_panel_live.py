@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from sqlmodel import select
 
+from gate.errors import CommandRefused, GateError
 from gate.events import EventBus
 from gate.runtime import STATION_ALERTS
 from gate.server import streams
@@ -64,10 +65,16 @@ def test_an_override_needs_a_real_reason(tmp_path: Path) -> None:
 
 
 def test_a_refusing_runtime_is_shown_not_crashed(tmp_path: Path) -> None:
+    """A refusal the panel knows reads in the guard's language; another error as it is."""
     app, runtime = make_app(tmp_path)
-    runtime.refuse = "station offline: cannot unlock"
-    answer = form(client_for(app, "security"), "/live/unlock", reason="visitor at door")
-    assert answer.status_code == 409 and "station offline: cannot unlock" in answer.text
+    guard = client_for(app, "security")
+    runtime.refuse = CommandRefused("station_offline")
+    answer = form(guard, "/live/unlock", reason="visitor at door")
+    assert answer.status_code == 409
+    assert "Trạm sát khuẩn mất kết nối nên không thể mở khóa cửa" in answer.text
+    runtime.refuse = GateError("database unavailable: disk I/O error")
+    answer = form(guard, "/live/unlock", reason="visitor at door")
+    assert answer.status_code == 409 and "database unavailable: disk I/O error" in answer.text
 
 
 def test_html_in_reasons_is_escaped_everywhere(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from gate.assembly import Gate, assemble
 from gate.camera.simulated import SimVisitor
 from gate.camera.verdict import MaskLabel
 from gate.config import Settings, load_settings
-from gate.errors import GateError
+from gate.errors import CommandRefused, GateError
 from gate.store.db import session
 from gate.store.models import Alert, AuditEvent, Entry, StationLog
 
@@ -38,24 +39,30 @@ def gate_settings(data_dir: Path, **policy: object) -> Settings:
     )
 
 
+@asynccontextmanager
+async def gate_running(
+    data_dir: Path, visitors: list[SimVisitor], **policy: object
+) -> AsyncIterator[Gate]:
+    """A gate at work on this data dir, with its station connected; stopped on leaving."""
+    async with assemble(gate_settings(data_dir, **policy), visitors=visitors) as gate:
+        task = asyncio.create_task(gate.runtime.run())
+        try:
+            await until(lambda: gate.runtime.station.state.value == "connected", 15)
+            yield gate
+        finally:
+            gate.runtime.stop()
+            await task
+
+
 @pytest.fixture
 async def running(data_dir: Path) -> AsyncIterator[Callable[..., object]]:
     """Start a gate with given visitors and policy; stop it after the test."""
-    started: list[tuple[Gate, asyncio.Task, object]] = []
+    async with AsyncExitStack() as stack:
 
-    async def start(visitors: list[SimVisitor], **policy: object) -> Gate:
-        context = assemble(gate_settings(data_dir, **policy), visitors=visitors)
-        gate = await context.__aenter__()
-        task = asyncio.create_task(gate.runtime.run())
-        started.append((gate, task, context))
-        await until(lambda: gate.runtime.station.state.value == "connected", 15)
-        return gate
+        async def start(visitors: list[SimVisitor], **policy: object) -> Gate:
+            return await stack.enter_async_context(gate_running(data_dir, visitors, **policy))
 
-    yield start
-    for gate, task, context in started:
-        gate.runtime.stop()
-        await task
-        await context.__aexit__(None, None, None)
+        yield start
 
 
 async def until(condition: Callable[[], bool], seconds: float) -> None:
@@ -94,6 +101,48 @@ async def test_lockdown_keeps_a_masked_visitor_out(running) -> None:
     assert not gate.emulator.world.relay_unlocked
     actions = [a.action for a in rows(gate, AuditEvent)]
     assert actions == ["lockdown_on"]
+
+
+async def test_a_lockdown_outlives_a_restart(data_dir: Path) -> None:
+    async with gate_running(data_dir, NOBODY) as gate:
+        await gate.runtime.set_lockdown("guard", True, "drill")
+    async with gate_running(data_dir, MASKED_FOREVER) as gate:
+        assert gate.runtime.controller.mode.value == "lockdown"
+        await until(lambda: any(e.outcome == "denied_lockdown" for e in rows(gate, Entry)), 20)
+        assert not unlocks(gate) and not gate.emulator.world.relay_unlocked
+        await gate.runtime.set_lockdown("guard", False, "drill over")
+    async with gate_running(data_dir, NOBODY) as gate:
+        assert gate.runtime.controller.mode.value == "normal"
+
+
+async def test_a_staff_emergency_release_outlives_a_restart(data_dir: Path) -> None:
+    async with gate_running(data_dir, NOBODY) as gate:
+        await gate.runtime.set_lockdown("guard", True, "drill")
+        await gate.runtime.set_emergency("guard", True, "smoke on floor 2")
+    async with gate_running(data_dir, NOBODY) as gate:
+        assert gate.runtime.controller.mode.value == "emergency"
+        await until(lambda: gate.emulator.world.relay_unlocked, 5)
+        await gate.runtime.set_emergency("guard", False, "all clear")
+    async with gate_running(data_dir, NOBODY) as gate:
+        assert gate.runtime.controller.mode.value == "lockdown"  # the lockdown still stands
+
+
+async def test_an_unlock_the_station_cannot_carry_out_is_refused(running) -> None:
+    gate = await running(NOBODY)
+    gate.emulator.unplug()
+    await until(lambda: gate.runtime.controller.mode.value == "degraded", 10)
+    with pytest.raises(CommandRefused, match="station_offline"):
+        await gate.runtime.override_unlock("guard1", "courier with a parcel")
+    assert gate.runtime.snapshot()["occupancy"] == 0
+    assert not rows(gate, AuditEvent)  # nothing was done, so nothing is audited
+    await gate.runtime.set_emergency("guard1", True, "smoke")
+    await until(lambda: "unlock_failed" in [a.kind for a in rows(gate, Alert)], 5)
+    failed = next(a for a in rows(gate, Alert) if a.kind == "unlock_failed")
+    assert failed.message == "check_station_link"  # a key the panel translates
+    assert gate.runtime.snapshot()["prompt"] == "out_of_service"
+    gate.emulator.replug()
+    await until(lambda: gate.emulator.world.relay_unlocked, 10)
+    assert gate.runtime.snapshot()["prompt"] == "emergency"
 
 
 async def test_station_offline_degrades_alerts_and_the_door_stays_locked(running) -> None:

@@ -154,6 +154,14 @@ LOGIN_REFUSALS: dict[str, str] = {
     "disabled": N_("This account is disabled."),
 }
 
+# Why the gate refused a staff command (CommandRefused), shown to the guard.
+COMMAND_REFUSALS: dict[str, str] = {
+    "station_offline": N_(
+        "The station is offline, so the door cannot be unlocked. Check the station's cable "
+        "and power."
+    ),
+}
+
 LINK_STATES: dict[str, str] = {
     "connected": N_("Connected"),
     "degraded": N_("Unreliable"),

@@ -131,6 +131,27 @@ def record_audit(
     return _insert(engine, event)
 
 
+# Staff orders that stand until lifted, each with the audit actions that set and lift it.
+STANDING_ORDERS = (("lockdown_on", "lockdown_off"), ("emergency_on", "emergency_off"))
+
+
+def standing_orders(engine: Engine, gate_id: str) -> list[AuditEvent]:
+    """The audit events of the staff orders (lockdown, emergency release) still in force at
+    this gate: those whose latest setting or lifting was a setting."""
+    standing = []
+    with session(engine) as s:
+        for pair in STANDING_ORDERS:
+            latest = s.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.gate_id == gate_id, AuditEvent.action.in_(pair))
+                .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+                .limit(1)
+            ).first()
+            if latest is not None and latest.action == pair[0]:
+                standing.append(latest)
+    return standing
+
+
 def _insert(engine: Engine, row: Row) -> Row:
     """Insert one row and return it with its new id."""
     with session(engine) as s:

@@ -151,7 +151,8 @@ async def _override(
     """Run one override with a checked reason; an empty reason re-shows the page with a hint.
 
     A GateError from the runtime (it may refuse, e.g. an unlock while the
-    station is offline) is shown to the guard as it is, with 409.
+    station is offline) is shown to the guard, translated where it is a known
+    refusal, with 409.
     """
     try:
         cleaned = clean_reason(reason)
@@ -160,7 +161,8 @@ async def _override(
     try:
         await call(cleaned)
     except GateError as exc:
-        return await _page(request, "", str(exc), 409)
+        refusal = texts.label(texts.COMMAND_REFUSALS, exc, translator(request))
+        return await _page(request, "", refusal, 409)
     return redirect(request, f"/live?done={done}")
 
 
