@@ -225,7 +225,11 @@ class GateRuntime:
     # ------------------------------------------------------------------ panel views
 
     def snapshot(self) -> dict[str, Any]:
+        """The gate as the panel shows it. A part that is down shows no readings: a frame
+        rate or a fluid level from before it failed would be stale."""
         c = self.controller
+        camera_ok = self._camera_healthy()
+        station_ok = self.station.state is not LinkState.OFFLINE
         return {
             "gate_id": self.settings.gate_id,
             "state": c.state.value,
@@ -233,8 +237,11 @@ class GateRuntime:
             "prompt": c.prompt.value,
             "occupancy": c.occupancy,
             "capacity": self.settings.policy.capacity,
-            "camera": {"healthy": self._camera_healthy(), "fps": round(self._fps, 1)},
-            "station": {"link": self.station.state.value, "fluid_percent": self._fluid_percent},
+            "camera": {"healthy": camera_ok, "fps": round(self._fps, 1) if camera_ok else None},
+            "station": {
+                "link": self.station.state.value,
+                "fluid_percent": self._fluid_percent if station_ok else None,
+            },
         }
 
     @contextlib.contextmanager
@@ -249,7 +256,9 @@ class GateRuntime:
                 self._latest_annotated = None
 
     def latest_frame(self) -> np.ndarray | None:
-        return self._latest_annotated
+        """The newest annotated frame; none while the camera is stalled, so the live view
+        says "no signal" rather than showing a frozen picture as live."""
+        return self._latest_annotated if self._camera_healthy() else None
 
     # ------------------------------------------------------------------ loops
 

@@ -148,8 +148,10 @@ async def test_an_unlock_the_station_cannot_carry_out_is_refused(running) -> Non
 async def test_station_offline_degrades_alerts_and_the_door_stays_locked(running) -> None:
     gate = await running(MASKED_FOREVER, sanitizer_required=True)
     await until(lambda: gate.runtime.controller.state.value == "sanitizing", 20)
+    await until(lambda: gate.runtime.snapshot()["station"]["fluid_percent"] is not None, 5)
     gate.emulator.unplug()
     await until(lambda: gate.runtime.controller.mode.value == "degraded", 10)
+    assert gate.runtime.snapshot()["station"]["fluid_percent"] is None  # no stale level
     gate.emulator.world.hands(True)
     await asyncio.sleep(1.5)
     assert not unlocks(gate) and not gate.emulator.world.relay_unlocked
@@ -158,6 +160,16 @@ async def test_station_offline_degrades_alerts_and_the_door_stays_locked(running
     assert rows(gate, Entry)[0].outcome == "interrupted"
     gate.emulator.replug()
     await until(lambda: gate.runtime.controller.mode.value == "normal", 15)
+
+
+async def test_a_stalled_camera_shows_no_signal_rather_than_a_frozen_picture(running) -> None:
+    gate = await running(MASKED_FOREVER)
+    with gate.runtime.watch():
+        await until(lambda: gate.runtime.latest_frame() is not None, 10)
+        gate.source.read = lambda: None  # the camera stops delivering frames
+        await until(lambda: gate.runtime.controller.mode.value == "degraded", 10)
+        assert gate.runtime.latest_frame() is None
+        assert gate.runtime.snapshot()["camera"] == {"healthy": False, "fps": None}
 
 
 async def test_fire_input_releases_the_door_and_is_logged(running) -> None:
