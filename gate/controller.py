@@ -316,7 +316,7 @@ class Controller:
             return actions
         gone = now - visit.last_seen >= self.policy.leave_seconds
         if self.state is State.SANITIZING and now >= visit.deadline:
-            actions += self._conclude(now, visit, Outcome.NOT_SANITIZED)
+            actions += self._sanitizer_time_up(now, visit, gone)
         elif self.state is State.UNLOCKED and now >= visit.deadline and not visit.entry.door_opened:
             actions += self._finish(now, visit)
         elif self.state is State.CHECKING and gone:
@@ -448,6 +448,17 @@ class Controller:
         visit.saved = True
         self.state = State.SANITIZING
         return [SaveEntry(visit.entry), *self._show(Prompt.SANITIZE)]
+
+    def _sanitizer_time_up(self, now: float, visit: _Visit, gone: bool) -> list[Action]:
+        """A visitor who left without sanitizing is done. One still standing at the
+        dispenser is logged as not sanitized but keeps the prompt: a late dose admits them
+        as the same visit, as a mask put on after a refusal does."""
+        if gone:
+            return self._conclude(now, visit, Outcome.NOT_SANITIZED)
+        if visit.entry.outcome is Outcome.NOT_SANITIZED:
+            return []
+        visit.entry = replace(visit.entry, outcome=Outcome.NOT_SANITIZED)
+        return [SaveEntry(visit.entry)]
 
     def _admit(self, now: float, visit: _Visit) -> list[Action]:
         label = visit.entry.mask_label

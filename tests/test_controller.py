@@ -208,6 +208,27 @@ def test_sanitizer_timeout_records_not_sanitized_and_never_unlocks() -> None:
     assert not g.of(Unlock)
 
 
+def test_a_visitor_still_at_the_dispenser_when_time_is_up_may_still_sanitize() -> None:
+    g = Gate(sanitizer_timeout_seconds=3)
+    g.see(face(MaskLabel.MASK), seconds=4.0)  # stands there past the time
+    assert g.only_entry().outcome is Outcome.NOT_SANITIZED  # logged as such meanwhile
+    assert g.c.state is State.SANITIZING and g.c.prompt is Prompt.SANITIZE
+    assert not g.of(Unlock)
+    g.sanitize()
+    assert g.only_entry().outcome is Outcome.ADMITTED  # the same visit, now admitted
+    assert len(g.of(Unlock)) == 1
+
+
+def test_a_visitor_who_leaves_after_the_time_is_up_is_not_sanitized() -> None:
+    g = Gate(sanitizer_timeout_seconds=3)
+    g.see(face(MaskLabel.MASK), seconds=4.0)
+    g.wait(1.5)
+    assert g.c.state is State.IDLE and g.c.prompt is Prompt.IDLE
+    entry = g.only_entry()
+    assert entry.outcome is Outcome.NOT_SANITIZED and entry.finished_at is not None
+    assert not g.of(Unlock)
+
+
 def test_unlock_without_door_opening_finishes_after_the_pulse() -> None:
     g = Gate(sanitizer_required=False, unlock_seconds=2)
     g.see(face(MaskLabel.MASK), seconds=0.3)
