@@ -156,6 +156,9 @@ def test_a_guard_watches_acknowledges_and_unlocks_and_a_manager_finds_it(
     # The demo's visitors arrive over SSE while this page stays open (no reload).
     feed.locator(".admitted", has_text="Được vào").first.wait_for(timeout=90_000)
     feed.locator(".denied", has_text="Từ chối").first.wait_for(timeout=90_000)
+    # A visit still in progress is neither: it must not look like a refusal.
+    feed.locator(".pending", has_text="Đang xử lý").first.wait_for(timeout=90_000)
+    assert feed.locator(".denied", has_text="Đang xử lý").count() == 0
     # Station events read as sentences with units, not as the firmware's keys.
     feed.locator(".station", has_text="Đã phun dung dịch sát khuẩn · 0,").first.wait_for()
     station_lines = feed.locator(".station").all_inner_texts()

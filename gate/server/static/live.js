@@ -93,8 +93,9 @@
     prompt: (data) => setField("prompt", label("prompts", data.prompt)),
     entry: (data, at) => {
       const admitted = data.outcome === "admitted" || data.outcome === "admitted_reminded";
+      const verdict = admitted ? "admitted" : data.outcome === "pending" ? "pending" : "denied";
       const score = data.mask_score != null ? ` · ${decimal(data.mask_score, 2)}` : "";
-      addFeed(at, admitted ? "admitted" : "denied", label("outcomes", data.outcome) + score,
+      addFeed(at, verdict, label("outcomes", data.outcome) + score,
               data.id ? `entry-${data.id}` : null);
     },
     alert: (data, at) => {
