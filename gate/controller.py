@@ -295,10 +295,13 @@ class Controller:
         if self._mode is Mode.EMERGENCY:
             return []  # already released
         self.occupancy += 1
-        return [
+        actions = [
             Unlock(self.policy.unlock_seconds, OVERRIDE_REF),
             *self._after_occupancy_change(now),
         ]
+        if self.state is State.DENIED:  # staff let in the visitor the gate refused
+            actions += self._show(Prompt.ENTER)
+        return actions
 
     def reset_occupancy(self, now: float) -> list[Action]:
         self.occupancy = 0

@@ -415,6 +415,19 @@ def test_override_unlock_counts_one_person_and_uses_the_override_ref() -> None:
     assert g.c.occupancy == 0  # never negative
 
 
+def test_a_refused_visitor_whom_staff_let_in_is_told_to_enter() -> None:
+    g = Gate()
+    g.see(face(MaskLabel.NO_MASK), seconds=0.5)
+    assert g.c.prompt is Prompt.WEAR_MASK
+    g.run(g.c.override_unlock(g.now))
+    assert g.c.prompt is Prompt.ENTER
+    g.see(face(MaskLabel.NO_MASK), seconds=0.5)  # still bare-faced, walking in
+    assert g.c.prompt is Prompt.ENTER
+    g.wait(1.5)  # through the door and out of view
+    assert g.c.prompt is Prompt.IDLE
+    assert g.only_entry().outcome is Outcome.DENIED_NO_MASK  # the audit has the override
+
+
 def test_largest_face_is_the_visitor_and_others_wait_their_turn() -> None:
     g = Gate(sanitizer_required=False)
     near, far = face(MaskLabel.MASK, "near", size=200), face(MaskLabel.NO_MASK, "far", size=60)
