@@ -15,6 +15,7 @@ from gate.events import EventBus
 from gate.runtime import STATION_ALERTS
 from gate.server import streams
 from gate.server.queries import acknowledge_alert
+from gate.server.routers.live import FEED_BACKLOG, replay_point
 from gate.server.texts import ALERT_DETAILS
 from gate.store.db import session
 from gate.store.models import Alert, AuditEvent
@@ -255,3 +256,18 @@ def test_sse_heartbeat_ends_an_expired_session() -> None:
         return [chunk async for chunk in stream]
 
     assert asyncio.run(run()) == [b"retry: 2000\n\n", b": keepalive\n\n"]
+
+
+def test_a_reloaded_page_replays_the_last_visits_not_the_last_re_saves() -> None:
+    """An entry is re-sent every half second while its visitor stands there; a page
+    opened after an override must still show the last FEED_BACKLOG visits."""
+    bus = EventBus()
+    visits = [f"visit-{n}" for n in range(FEED_BACKLOG + 10)]
+    for visit in visits:
+        for outcome in ["pending"] * 4 + ["admitted"]:
+            bus.publish("entry", {"id": visit, "outcome": outcome})
+            bus.publish("state", {"state": "checking"})
+    bus.publish("override", {"action": "lockdown_on"})
+    replayed = bus.recent(replay_point(bus.recent()))
+    shown = {e.data.get("id") for e in replayed if e.kind == "entry"}
+    assert shown == set(visits[-(FEED_BACKLOG - 1) :])  # and the override: FEED_BACKLOG items

@@ -61,10 +61,18 @@ def clean_reason(reason: str) -> str:
 
 
 def replay_point(events: list[Event]) -> int:
-    """Bus id after which the page's script should replay, to show the last feed items."""
-    feed = [e for e in events if e.kind in FEED_KINDS - {"state", "prompt"}]
-    if len(feed) > FEED_BACKLOG:
-        return feed[-FEED_BACKLOG - 1].id
+    """Bus id after which the page's script should replay, to show the last feed items.
+
+    Items, not events: the runtime re-sends an entry as it progresses (every half second
+    while the visitor stands there), and the page shows one line per visit.
+    """
+    items: set[object] = set()
+    for event in reversed(events):
+        if event.kind not in FEED_KINDS - {"state", "prompt"}:
+            continue
+        items.add(("entry", event.data.get("id")) if event.kind == "entry" else event.id)
+        if len(items) > FEED_BACKLOG:
+            return event.id
     return 0
 
 
