@@ -110,3 +110,17 @@ def test_simulated_visitors_differ_and_default_source_is_simulated() -> None:
     camera = SimulatedCamera(demo_visitors(), clock=lambda: 0.0)
     a, b = camera.render(1.0), camera.render(5.0)
     assert np.abs(a.astype(int) - b.astype(int)).mean() > 10
+
+
+def test_the_scripted_visitors_start_when_the_gate_first_looks() -> None:
+    """Loading the models can take seconds: the first visitor must still be seen."""
+    clock = [100.0]
+    camera = SimulatedCamera(
+        [SimVisitor("first", ((2.0, MaskLabel.MASK),))], clock=lambda: clock[0]
+    )
+    clock[0] += 30.0  # the gate is still loading its models
+    assert camera.visitor_at(clock[0]) is None
+    assert camera.read() is not None
+    clock[0] += 1.0
+    assert camera.visitor_at(clock[0]) == "first"
+    assert camera.read() is not None and not camera.done

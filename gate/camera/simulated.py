@@ -92,7 +92,9 @@ class SimulatedCamera:
         self.size = size
         self.loop = loop
         self._clock = clock
-        self._start = clock() if start_at is None else start_at
+        # Without a set start, the script starts when the gate first looks: loading the
+        # models can take seconds, and a visitor must not walk past before anyone looks.
+        self._start = start_at
         self._starts = np.cumsum([0.0] + [v.duration for v in self.visitors])
         self._total = float(self._starts[-1])
         rng = np.random.default_rng(seed)
@@ -107,6 +109,8 @@ class SimulatedCamera:
     def read(self) -> tuple[float, np.ndarray] | None:
         """The frame for the current clock time, or None if no new frame is due yet."""
         now = self._clock()
+        if self._start is None:
+            self._start = now
         rel = now - self._start
         if rel < 0:
             return None
@@ -147,6 +151,8 @@ class SimulatedCamera:
         self.done = True
 
     def _relative(self, t: float) -> float:
+        if self._start is None:
+            return -1.0  # not started: nobody in view yet
         rel = t - self._start
         return rel % self._total if self.loop else rel
 
