@@ -46,7 +46,8 @@ class McuLink:
         if len(self.events) > EVENT_QUEUE_MAX:
             # Never drop the frame in flight: its seq would be reused for another event.
             del self.events[1 if self.tx_sent_ms is not None else 0]
-            self.dropped_events += 1
+            # Saturates: the count goes out as a u32, and struct raises beyond it.
+            self.dropped_events = min(self.dropped_events + 1, 0xFFFFFFFF)
             self.report_dropped = True
 
     def receive(self, data, now_ms):

@@ -235,3 +235,40 @@ def test_event_queue_overflow_keeps_the_newest_and_reports_a_fault() -> None:
     fault = rig.events[-1]
     assert fault[0] == "fault" and fault[1] == m.FAULT_EVENTS_DROPPED and fault[2] > 0
     assert "boot" not in rig.names()  # the oldest went first
+
+
+def test_status_just_as_an_unlock_ends_reports_it_ended_and_the_relay_locked() -> None:
+    """QA's crash: the status landed in the pass after the unlock's end, before its timer ran."""
+    rig = connected()
+    rig.command(m.CMD_UNLOCK, 1, 100)
+    assert rig.command(m.CMD_STATUS) == (m.RSP_STATUS, (0, 100, 100, 0))
+    assert not rig.world.relay_unlocked
+    rig.command(m.CMD_LOCK)
+    assert rig.executed("lock") == []  # the unlock had ended: nothing was cut short
+
+
+def test_a_door_open_longer_than_a_u32_of_ms_is_reported_not_crashed_on() -> None:
+    rig = connected()
+    rig.world.open_door()
+    rig.advance(50)
+    rig.now += 50 * 24 * 3600 * 1000  # 50 days (a u32 of ms is 49.7) on the fire release
+    rig.world.close_door()
+    rig.advance(50)
+    assert not rig.world.relay_unlocked
+    rig.hello()  # the heartbeat lapsed over the jump
+    rig.advance(200)
+    closed = [e for e in rig.events if e[0] == "door_closed"]
+    assert closed and closed[0][1] == fw.U32_MAX
+
+
+def test_dropped_event_count_saturates_at_its_u32_field() -> None:
+    rig = Rig()
+    rig.firmware.link.dropped_events = fw.U32_MAX
+    for _ in range(20):
+        rig.world.hands(True)
+        rig.advance(30)
+        rig.world.hands(False)
+        rig.advance(30)
+    rig.hello()
+    rig.advance(2000)
+    assert rig.events[-1] == ("fault", m.FAULT_EVENTS_DROPPED, fw.U32_MAX)
