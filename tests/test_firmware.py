@@ -237,6 +237,18 @@ def test_protocol_mismatch_gets_no_session() -> None:
     assert rig.actuations == []
 
 
+def test_refused_hellos_do_not_keep_an_unlock_alive() -> None:
+    rig = connected()
+    rig.command(m.CMD_UNLOCK, 20000, 1)
+    rig.heartbeat = False
+    wrong = frame(wire.HELLO, 0, m.encode_hello(wire.PROTOCOL_VERSION + 1, rig._nonce))
+    for _ in range(20):
+        rig.hal.rx.extend(wrong)
+        rig.advance(100)
+    assert not rig.world.relay_unlocked
+    assert rig.executed("lock") == [("lock", 0, 1)]
+
+
 def test_event_queue_overflow_keeps_the_newest_and_reports_a_fault() -> None:
     rig = Rig()  # no host yet: events pile up
     for _ in range(25):
