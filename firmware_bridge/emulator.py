@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import select
 import threading
@@ -21,6 +22,8 @@ from typing import IO
 
 from firmware_bridge import wire
 from firmware_bridge.firmware import FIRMWARE_ID, FIRMWARE_VERSION, Firmware
+
+log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.005
 EXIT_PRESS_MS = 200
@@ -172,6 +175,11 @@ class EmulatedHal:
     def actuation(self, kind: str, ms: int, ref: int) -> None:
         self._on_actuation(kind, ms, ref)
 
+    def fail_safe(self) -> None:
+        """As PicoHal.fail_safe: the outputs off straight away, whatever the firmware's state."""
+        self.world.set_relay(False)
+        self.world.set_pump(False)
+
 
 class Emulator:
     """Firmware + world in a background thread, reachable through a pty like a real board."""
@@ -203,6 +211,7 @@ class Emulator:
         self._lock = threading.Lock()
         self._running = False
         self._thread: threading.Thread | None = None
+        self.crash: str | None = None  # set when the firmware raised: the board is dead
 
     def start(self, link: Path | None = None) -> str:
         """Open the pty and start the firmware; return the path a host should open.
@@ -277,9 +286,26 @@ class Emulator:
             self._serve_requests()
             now_ms = int((time.monotonic() - self._t0) * 1000)
             self.world.step(now_ms)
-            self.firmware.poll(now_ms)
+            try:
+                self.firmware.poll(now_ms)
+            except BaseException as exc:
+                self._crashed(exc)
+                return
             self._write_master(bytes(self.hal.tx))
             self.hal.tx.clear()
+
+    def _crashed(self, exc: BaseException) -> None:
+        """What main.py does on the board: relay locked and pump off first, then go silent.
+
+        The thread ends, so the pty stays open but nothing answers, as a board waiting
+        for its watchdog; the host sees a dead station, not a live one that forgot.
+        """
+        self.hal.fail_safe()
+        self.crash = f"{type(exc).__name__}: {exc}"
+        log.error(
+            "station emulator: firmware crashed (%s); relay locked, pump off, not answering",
+            self.crash,
+        )
 
     def _serve_requests(self) -> None:
         with self._lock:

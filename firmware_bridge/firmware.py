@@ -35,6 +35,7 @@ FLUID_EMPTY_PCT = 2  # at or below: the pump must not run (keeps it off air)
 FLUID_STEP_PCT = 5  # report the level when it moved this much
 DEBOUNCE_MS = 20
 EXIT_WINDOW_MS = 10000  # after an exit request the door may open without alarm
+U32_MAX = 0xFFFFFFFF
 
 
 class Debounced:
@@ -102,12 +103,16 @@ class Firmware:
     # -- the main loop ------------------------------------------------------
 
     def poll(self, now_ms):
-        """Run one pass: serial in, inputs, timers, outputs, serial out."""
-        self.link.receive(self.hal.read_serial(), now_ms)
-        self.link.poll(now_ms)
+        """Run one pass: inputs, timers, outputs, then serial in and out.
+
+        The state is brought up to ``now_ms`` before any command runs, so a command
+        never sees an actuation that has already ended (a status just as an unlock
+        ended once computed a negative time left, and a lock logged an ended unlock).
+        """
         self._inputs(now_ms)
         self._timers(now_ms)
         self._outputs()
+        self.link.receive(self.hal.read_serial(), now_ms)
         self.link.poll(now_ms)
         out = self.link.take_output()
         if out:
@@ -140,7 +145,7 @@ class Firmware:
             if not (self.relay or exit_ok):
                 self.link.queue_event("door_forced", 0, self.door_ref)
         else:
-            self.link.queue_event("door_closed", now_ms - self.door_since, self.door_ref)
+            self.link.queue_event("door_closed", _u32(now_ms - self.door_since), self.door_ref)
 
     def _fluid_events(self, fluid, at_boot):
         was = self.fluid
@@ -166,7 +171,7 @@ class Firmware:
             and now_ms - self.door_since >= self.held_open_ms
         ):
             self.door_held_sent = True
-            self.link.queue_event("door_held", now_ms - self.door_since, self.door_ref)
+            self.link.queue_event("door_held", _u32(now_ms - self.door_since), self.door_ref)
 
     def _outputs(self):
         relay = self.fire.value or self.unlock_until is not None
@@ -273,8 +278,14 @@ class Firmware:
         ):
             if on:
                 flags |= bit
-        left = 0 if self.unlock_until is None else self.unlock_until - now_ms
+        left = 0 if self.unlock_until is None else _u32(self.unlock_until - now_ms)
         return m.encode_reply(m.RSP_STATUS, m.STATUS_FMT, flags, self.fluid, self.unlock_ref, left)
+
+
+def _u32(value):
+    """A time or count clamped into its unsigned 32-bit field: struct raises on anything
+    outside it, and an exception here would leave the loop with the relay as it was."""
+    return max(0, min(value, U32_MAX))
 
 
 def _ok(value):

@@ -73,6 +73,20 @@ class PicoHal:
         self._wdt.feed()
         self._time.sleep_ms(1)
 
+    def fail_safe(self):
+        """Relay locked, pump off, straight at the pins: the firmware's state may be broken."""
+        self._relay.value(0)
+        self._pump.value(0)
+
+    def halt(self):
+        """Never return and never feed the watchdog: it resets the board within WATCHDOG_MS.
+
+        Waiting here rather than returning keeps the REPL off the serial line, where
+        the host's frames would be read as keystrokes until the reset.
+        """
+        while True:
+            self._time.sleep_ms(100)
+
     def boot_id(self):
         import random
 

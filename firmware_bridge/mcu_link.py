@@ -46,7 +46,8 @@ class McuLink:
         if len(self.events) > EVENT_QUEUE_MAX:
             # Never drop the frame in flight: its seq would be reused for another event.
             del self.events[1 if self.tx_sent_ms is not None else 0]
-            self.dropped_events += 1
+            # Saturates: the count goes out as a u32, and struct raises beyond it.
+            self.dropped_events = min(self.dropped_events + 1, 0xFFFFFFFF)
             self.report_dropped = True
 
     def receive(self, data, now_ms):
@@ -107,16 +108,17 @@ class McuLink:
         reply = messages.encode_hello_reply(
             self.protocol, nonce, self.boot_id, self.version, self.firmware_id
         )
-        if protocol == self.protocol and not (self.alive and nonce == self.nonce):
-            # A repeated HELLO of the live session only gets its reply again.
-            self.nonce = nonce
-            self.alive = True
-            self.rx_expected = 0
-            self.last_ack = None
-            self.tx_seq = 0
-            self.tx_sent_ms = None
-            self.handler.on_session_start(now_ms)
-        if self.alive:
+        if protocol == self.protocol:
+            if not (self.alive and nonce == self.nonce):
+                # A repeated HELLO of the live session only gets its reply again.
+                self.nonce = nonce
+                self.alive = True
+                self.rx_expected = 0
+                self.last_ack = None
+                self.tx_seq = 0
+                self.tx_sent_ms = None
+                self.handler.on_session_start(now_ms)
+            # Only a HELLO we accept is host liveness: a refused one must not hold an unlock.
             self.last_host_ms = now_ms
         self._send(wire.HELLO_REPLY, 0, reply)
 

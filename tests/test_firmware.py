@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import serial
+
 from firmware_bridge import firmware as fw
 from firmware_bridge import messages as m
 from firmware_bridge import wire
+from firmware_bridge.emulator import Emulator
+from gate.sanitizer.cli import answer
+from gate.sanitizer.link import HostSession, Incoming
+from tests.test_link_fuzz import _exchange
 from tests.test_link_rig import HEARTBEAT_MS, Rig, frame
 
+REPO = Path(__file__).resolve().parents[1]
+
 OK, REFUSED = m.RSP_OK, m.RSP_REFUSED
+U32_MAX = 2**32 - 1
 
 
 def connected(**world: float | bool) -> Rig:
@@ -221,6 +237,18 @@ def test_protocol_mismatch_gets_no_session() -> None:
     assert rig.actuations == []
 
 
+def test_refused_hellos_do_not_keep_an_unlock_alive() -> None:
+    rig = connected()
+    rig.command(m.CMD_UNLOCK, 20000, 1)
+    rig.heartbeat = False
+    wrong = frame(wire.HELLO, 0, m.encode_hello(wire.PROTOCOL_VERSION + 1, rig._nonce))
+    for _ in range(20):
+        rig.hal.rx.extend(wrong)
+        rig.advance(100)
+    assert not rig.world.relay_unlocked
+    assert rig.executed("lock") == [("lock", 0, 1)]
+
+
 def test_event_queue_overflow_keeps_the_newest_and_reports_a_fault() -> None:
     rig = Rig()  # no host yet: events pile up
     for _ in range(25):
@@ -235,3 +263,209 @@ def test_event_queue_overflow_keeps_the_newest_and_reports_a_fault() -> None:
     fault = rig.events[-1]
     assert fault[0] == "fault" and fault[1] == m.FAULT_EVENTS_DROPPED and fault[2] > 0
     assert "boot" not in rig.names()  # the oldest went first
+
+
+def test_status_just_as_an_unlock_ends_reports_it_ended_and_the_relay_locked() -> None:
+    """QA's crash: the status landed in the pass after the unlock's end, before its timer ran."""
+    rig = connected()
+    rig.command(m.CMD_UNLOCK, 1, 100)
+    assert rig.command(m.CMD_STATUS) == (m.RSP_STATUS, (0, 100, 100, 0))
+    assert not rig.world.relay_unlocked
+    rig.command(m.CMD_LOCK)
+    assert rig.executed("lock") == []  # the unlock had ended: nothing was cut short
+
+
+def test_a_door_open_longer_than_a_u32_of_ms_is_reported_not_crashed_on() -> None:
+    rig = connected()
+    rig.world.open_door()
+    rig.advance(50)
+    rig.now += 50 * 24 * 3600 * 1000  # 50 days (a u32 of ms is 49.7) on the fire release
+    rig.world.close_door()
+    rig.advance(50)
+    assert not rig.world.relay_unlocked
+    rig.hello()  # the heartbeat lapsed over the jump
+    rig.advance(200)
+    closed = [e for e in rig.events if e[0] == "door_closed"]
+    assert closed and closed[0][1] == U32_MAX
+
+
+def test_dropped_event_count_saturates_at_its_u32_field() -> None:
+    rig = Rig()
+    rig.firmware.link.dropped_events = U32_MAX
+    for _ in range(20):
+        rig.world.hands(True)
+        rig.advance(30)
+        rig.world.hands(False)
+        rig.advance(30)
+    rig.hello()
+    rig.advance(2000)
+    assert rig.events[-1] == ("fault", m.FAULT_EVENTS_DROPPED, U32_MAX)
+
+
+# -- over a real pty, and the board's own loop ------------------------------------
+
+
+def _acked(seq: int) -> object:
+    return lambda items: any((i.kind, i.seq) == ("ack", seq) for i in items)
+
+
+def _reply(items: list[Incoming], seq: int) -> tuple[int, tuple[int, ...]] | None:
+    return next(m.decode_reply(i.payload) for i in items if (i.kind, i.seq) == ("ack", seq))
+
+
+def test_qa_repro_status_as_an_unlock_ends_is_answered_and_the_relay_relocks(
+    tmp_path: Path,
+) -> None:
+    """QA's exact steps: gate station emulate, HELLO, unlock 1 ms, 3 ms later a status."""
+    options = ["--no-auto-door", "--actuation-log", str(tmp_path / "a.log")]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gate", "station", "emulate", *options],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        port = serial.Serial(process.stdout.readline().strip(), timeout=0.05)
+        host = HostSession(7)
+        port.write(host.hello_frame())
+        _exchange(port, host, lambda items: host.hello is not None)
+        _, unlock = host.command_frame(m.encode_command(m.CMD_UNLOCK, 1, 100))
+        port.write(unlock)
+        time.sleep(0.003)
+        seq, status = host.command_frame(m.encode_command(m.CMD_STATUS))
+        port.write(status)
+        items = _exchange(port, host, _acked(seq))
+        process.stdin.write("status\n")
+        process.stdin.flush()
+        line = process.stdout.readline()
+        port.close()
+        process.stdin.write("quit\n")
+        process.stdin.flush()
+        assert process.wait(timeout=10) == 0
+    finally:
+        process.kill()
+    flags, _, ref, left = _reply(items, seq)[1]
+    assert (flags & m.STATUS_RELAY, ref, left) == (0, 100, 0)
+    assert "relay=locked" in line and "host=connected" in line
+
+
+def test_a_fault_in_the_emulated_firmware_locks_the_relay_and_silences_the_board(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with Emulator(auto_door=False) as emulator:
+        port = serial.Serial(emulator.start(), timeout=0.05)
+        host = HostSession(7)
+        port.write(host.hello_frame())
+        _exchange(port, host, lambda items: host.hello is not None)
+        for command in (
+            m.encode_command(m.CMD_UNLOCK, 20000, 1),
+            m.encode_command(m.CMD_DISPENSE, 3000, 2),
+        ):
+            seq, raw = host.command_frame(command)
+            port.write(raw)
+            assert _reply(_exchange(port, host, _acked(seq)), seq)[0] == m.RSP_OK
+        assert emulator.world.relay_unlocked and emulator.world.pump_running
+
+        def broken(payload: bytes, now_ms: int) -> bytes:
+            raise RuntimeError("injected fault")
+
+        emulator.firmware.handle_command = broken
+        _, raw = host.command_frame(m.encode_command(m.CMD_STATUS))
+        port.write(raw)
+        deadline = time.monotonic() + 2
+        while emulator.world.relay_unlocked and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not emulator.world.relay_unlocked and not emulator.world.pump_running
+        assert emulator.crash == "RuntimeError: injected fault"
+        port.reset_input_buffer()
+        port.write(host.ping_frame(3))
+        time.sleep(0.3)
+        assert port.read(4096) == b""  # a dead board says nothing, not even "alive=0"
+        assert "firmware=crashed" in answer("status", emulator)
+        port.close()
+    crashes = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(crashes) == 1 and "injected fault" in crashes[0].getMessage()
+
+
+FAKE_MACHINE = """
+import sys
+PINS = {}
+FAULTED = []
+
+class Pin:
+    IN, OUT, PULL_UP = 0, 1, 2
+
+    def __init__(self, pin, mode=0, pull=None, value=None):
+        self.pin = pin
+        PINS.setdefault(pin, 0 if pin in (3, 5, 6) else 1)  # door shut, no fire or tamper
+        if value is not None:
+            self.value(value)
+
+    def value(self, value=None):
+        if value is None:
+            return PINS[self.pin]
+        PINS[self.pin] = value
+        sys.stderr.write("pin %d %d\\n" % (self.pin, value))
+
+class ADC:
+    def __init__(self, pin):
+        pass
+
+    def read_u16(self):
+        if PINS[15]:  # the injected fault: the level sensor fails while the door is unlocked
+            FAULTED.append(1)
+            raise OSError(5)
+        return 40000
+
+class WDT:
+    def __init__(self, timeout):
+        sys.stderr.write("wdt armed\\n")
+
+    def feed(self):
+        if FAULTED:
+            sys.stderr.write("wdt fed after the fault\\n")
+"""
+
+
+def test_a_fault_in_the_board_loop_locks_the_relay_and_leaves_the_watchdog_unfed(
+    tmp_path: Path,
+) -> None:
+    """main.py itself under MicroPython's unix port, ``machine`` faked at the pins."""
+    micropython = Path(sys.executable).with_name("micropython")
+    (tmp_path / "fake_machine.py").write_text(FAKE_MACHINE)
+    runner = tmp_path / "boot.py"
+    runner.write_text(
+        "import sys\nimport fake_machine\nsys.modules['machine'] = fake_machine\n"
+        f"sys.path.append({str(REPO / 'firmware_bridge')!r})\nimport main\n"
+    )
+    process = subprocess.Popen(
+        [str(micropython), str(runner)],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=False,
+    )
+    assert process.stdin is not None and process.stderr is not None
+    try:
+        assert process.stderr.readline() == b"pin 15 0\n"  # the HAL drives the outputs low
+        host = HostSession(7)
+        _, unlock = host.command_frame(m.encode_command(m.CMD_UNLOCK, 20000, 1))
+        process.stdin.write(host.hello_frame() + unlock)
+        process.stdin.flush()
+        lines = []
+        while b"pin 15 1\n" not in lines or lines[-1] != b"pin 16 0\n":
+            line = process.stderr.readline()
+            assert line, b"".join(lines)  # the board exited instead of failing safe
+            lines.append(line)
+        time.sleep(0.3)
+        halted = process.poll() is None
+    finally:
+        process.kill()
+        process.wait()
+    events = [line.decode().strip() for line in lines]
+    assert events[events.index("pin 15 1") + 1 :] == ["pin 15 0", "pin 16 0"]
+    assert halted  # waiting for the watchdog, not back at a REPL reading the host's bytes
+    assert b"wdt fed after the fault" not in process.stderr.read()

@@ -38,6 +38,8 @@ def answer(line: str, emulator: Emulator) -> str:
     world = emulator.world
     command = " ".join(line.split()).lower()
     if command == "status":
+        if emulator.crash is not None:
+            return f"{world.describe()} firmware=crashed ({emulator.crash})"
         host = "connected" if emulator.firmware.link.alive else "none"
         return f"{world.describe()} host={host}"
     action = _world_commands(world).get(command)
