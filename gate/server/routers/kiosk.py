@@ -11,7 +11,7 @@ from ipaddress import ip_address
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from gate.events import Event
 from gate.server import streams
@@ -63,7 +63,8 @@ def _prompt_only(event: Event) -> dict[str, str] | None:
 async def kiosk_events(
     request: Request, last_event_id: Annotated[str | None, Header()] = None
 ) -> Response:
-    bus = panel(request).runtime.bus
+    runtime = panel(request).runtime
+    bus = runtime.bus
     recent = bus.recent()
     after = streams.parse_last_event_id(last_event_id, None)
     # A fresh screen starts from "now" with the current prompt; a reconnect resumes.
@@ -76,8 +77,4 @@ async def kiosk_events(
         _prompt_only,
         first=[start] if after is None else None,
     )
-    return StreamingResponse(
-        stream,
-        media_type="text/event-stream",
-        headers=streams.STREAM_HEADERS,
-    )
+    return streams.endless_response(stream, runtime.stopping, "text/event-stream")
