@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     import uvicorn
     from fastapi import FastAPI
 
+GRACEFUL_SHUTDOWN_SECONDS = 5  # well inside systemd's stop timeout (90 s)
+
 
 def check_no_ghosts_at_the_door(settings: Settings) -> None:
     """Refuse the simulated camera with a real serial line: its scripted visitors would
@@ -56,7 +58,9 @@ class Gate:
 
 
 def panel_server(app: FastAPI, settings: ServerSettings) -> uvicorn.Server:
-    """The HTTP server for the panel and kiosk."""
+    """The HTTP server for the panel and kiosk. Its graceful shutdown is bounded: the
+    endless streams end when the runtime stops, and anything else still running then
+    (an export, a stuck client) must not keep a stopping gate alive."""
     import uvicorn
 
     return uvicorn.Server(
@@ -65,6 +69,7 @@ def panel_server(app: FastAPI, settings: ServerSettings) -> uvicorn.Server:
             host=settings.host,
             port=settings.port,
             log_level="warning",
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             # Behind a trusted proxy the login rate limit and the audit see the visitor.
             proxy_headers=bool(settings.trusted_proxies),
             forwarded_allow_ips=[str(network) for network in settings.trusted_proxies],
@@ -81,7 +86,7 @@ async def serve_panel(runtime: GateRuntime) -> None:
     serving = asyncio.create_task(server.serve())
     stopping = asyncio.create_task(runtime.stopping())
     await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
-    server.should_exit = True  # finish open responses and the app's lifespan, no cancel
+    server.should_exit = True  # finish open responses (for a bounded time) and the lifespan
     stopping.cancel()
     try:
         await serving

@@ -88,6 +88,10 @@ class FakeRuntime:
     def latest_frame(self) -> np.ndarray | None:
         return self.frame if self.watchers else None
 
+    async def stopping(self) -> None:
+        """Never: these tests stop the server, not a runtime."""
+        await asyncio.Event().wait()
+
 
 def make_runtime(tmp_path: Path, database_url: str | None = None, **server: Any) -> FakeRuntime:
     settings = load_settings(

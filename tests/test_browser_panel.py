@@ -2,7 +2,8 @@
 
 `gate demo` runs as a subprocess (real runtime, real models, emulated station,
 simulated visitors); staff accounts are made with `gate user add`. A screenshot
-of every page lands in artifacts/screenshots/ for review.
+of every page lands in artifacts/screenshots/ for review. The kiosk's outage test
+stops and restarts a demo of its own.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import csv
 import io
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -22,7 +24,7 @@ import playwright.sync_api as playwright_api
 import pytest
 
 from gate.server.i18n import translate
-from gate.server.texts import ALERT_DETAILS
+from gate.server.texts import ALERT_DETAILS, PROMPTS
 from tests.panel_support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,12 +61,9 @@ def gate_command(env: dict[str, str], *args: str, stdin: str | None = None) -> s
     return done.stdout
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[dict[str, str]]:
-    data = tmp_path_factory.mktemp("browser") / "data"
-    data.mkdir()
-    (data / "models").symlink_to(models_dir)
-    port = free_port()
+def start_demo(data: Path, port: int) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """`gate demo` serving on ``port``, once it answers; its environment for `gate`
+    commands holds the panel's url and the one-time admin password too."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATE_")}
     env |= {"GATE_DATA_DIR": str(data), "GATE_SERVER__PORT": str(port)}
     process = subprocess.Popen(
@@ -75,20 +74,29 @@ def demo(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        admin_password = ""
-        assert process.stdout is not None
-        for line in process.stdout:
-            if match := re.search(r"one-time admin login: admin / (\S+)", line):
-                admin_password = match.group(1)
+    admin_password = ""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if match := re.search(r"one-time admin login: admin / (\S+)", line):
+            admin_password = match.group(1)
+            break
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
                 break
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                time.sleep(0.1)
+        except httpx2.HTTPError:
+            time.sleep(0.1)
+    return process, env | {"url": url, "admin": admin_password}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[dict[str, str]]:
+    data = tmp_path_factory.mktemp("browser") / "data"
+    data.mkdir()
+    (data / "models").symlink_to(models_dir)
+    process, env = start_demo(data, free_port())
+    try:
         for role in ("security", "manager"):
             gate_command(
                 env,
@@ -100,7 +108,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator
                 "--password-stdin",
                 stdin=STAFF_PASSWORD + "\n",
             )
-        yield {"url": url, "admin": admin_password}
+        yield {"url": env["url"], "admin": env["admin"]}
     finally:
         process.terminate()
         process.wait(30)
@@ -237,3 +245,33 @@ def test_the_admin_pages(demo: dict[str, str], browser) -> None:  # type: ignore
         shoot(admin, name)
         if name == "admin-users":
             assert admin.locator("table.data td", has_text="security").count() >= 1
+
+
+def test_the_kiosk_says_out_of_service_while_the_gate_is_gone(data_dir: Path, browser) -> None:  # type: ignore[no-untyped-def]
+    """A stopped gate must not leave its last prompt ("Please sanitize your hands") up
+    for visitors; once the gate is back, the screen follows its prompts again."""
+    out_of_service = [translate(lang, PROMPTS["out_of_service"]) for lang in ("vi", "en")]
+    port = free_port()
+    process, env = start_demo(data_dir, port)
+    kiosk = browser.new_page(viewport={"width": 1280, "height": 720})
+    try:
+        kiosk.goto(f"{env['url']}/kiosk")
+        kiosk.wait_for_function("() => document.body.dataset.prompt")  # its event stream is live
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        kiosk.wait_for_function(
+            "([vi, en]) => document.getElementById('prompt-vi').textContent === vi"
+            " && document.getElementById('prompt-en').textContent === en",
+            arg=out_of_service,
+            timeout=20_000,
+        )
+        shoot(kiosk, "kiosk-out-of-service")
+        process, env = start_demo(data_dir, port)
+        kiosk.wait_for_function(
+            "vi => document.getElementById('prompt-vi').textContent !== vi",
+            arg=out_of_service[0],
+            timeout=20_000,
+        )
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -163,3 +163,23 @@ def test_every_endless_stream_tells_a_reverse_proxy_not_to_buffer_it(
         headers = asyncio.run(headers_of(path))
         assert headers["x-accel-buffering"] == "no", path
         assert headers["cache-control"] == "no-store", path
+
+
+def test_a_kiosk_that_reconnects_after_a_restart_is_sent_the_current_prompt(
+    served: tuple[LiveServer, FakeRuntime, dict[str, str]],
+) -> None:
+    """A restarted gate's bus counts its ids anew, so a kiosk's Last-Event-ID may come
+    from the previous run: whatever it sends, it gets the current prompt at once."""
+    live, runtime, _cookies = served
+    runtime.state["prompt"] = "sanitize"
+
+    async def first_prompt(headers: dict[str, str]) -> dict:
+        async with (
+            httpx2.AsyncClient(base_url=live.url, timeout=30) as client,
+            client.stream("GET", "/kiosk/events", headers=headers) as response,
+        ):
+            ((_id, data),) = await asyncio.wait_for(read_events(response, "prompt", 1), 5)
+            return data
+
+    for headers in ({}, {"last-event-id": "999999"}):
+        assert asyncio.run(first_prompt(headers)) == {"prompt": "sanitize"}, headers

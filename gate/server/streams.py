@@ -4,18 +4,22 @@ SSE ids are the bus event ids, so a browser that reconnects (EventSource does
 it by itself) sends Last-Event-ID and gets exactly what it missed from the
 bus's replay buffer; if it was gone longer than the buffer reaches back, it is
 told to ``resync`` (reload) instead of silently showing a gap.
+
+Every endless response ends when the gate stops: an open tab must not keep a
+stopping gate (systemd's stop, a runtime that failed) alive until it closes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import cv2
 import numpy as np
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import StreamingResponse
 
 from gate import metrics
 from gate.events import Event, EventBus
@@ -30,6 +34,40 @@ JPEG_QUALITY = 75
 STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 Transform = Callable[[Event], dict[str, Any] | None]
+
+
+async def until_stopping(
+    stream: AsyncGenerator[bytes, None], stopping: Callable[[], Awaitable[None]]
+) -> AsyncIterator[bytes]:
+    """``stream``'s chunks until ``stopping`` returns, then the end of the response."""
+    stop = asyncio.ensure_future(stopping())
+    try:
+        while not stop.done():
+            chunk = asyncio.ensure_future(anext(stream))
+            try:
+                await asyncio.wait([chunk, stop], return_when=asyncio.FIRST_COMPLETED)
+            finally:  # also when the client left: the stream is never left running
+                chunk.cancel()
+                await asyncio.wait([chunk])
+            if chunk.cancelled():
+                return
+            try:
+                data = chunk.result()
+            except StopAsyncIteration:
+                return
+            yield data
+    finally:
+        stop.cancel()
+        await stream.aclose()
+
+
+def endless_response(
+    stream: AsyncGenerator[bytes, None], stopping: Callable[[], Awaitable[None]], media_type: str
+) -> StreamingResponse:
+    """A response that lasts while the client looks, or until the gate stops."""
+    return StreamingResponse(
+        until_stopping(stream, stopping), media_type=media_type, headers=STREAM_HEADERS
+    )
 
 
 def parse_last_event_id(header: str | None, query: str | None) -> int | None:
@@ -52,7 +90,7 @@ async def sse_stream(
     alive: Callable[[], bool] = lambda: True,
     first: list[bytes] | None = None,
     heartbeat: float = HEARTBEAT_SECONDS,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Yield SSE messages for bus events that ``transform`` maps to data (None skips).
 
     A pump task reads the bus into a small local queue so the heartbeat can
@@ -137,7 +175,7 @@ async def mjpeg_stream(
     latest: Callable[[], np.ndarray | None],
     encoder: FrameEncoder,
     fps: float,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Multipart JPEG parts at most ``fps`` (capped at 10) per second while held open.
 
     The runtime only keeps annotated frames while someone holds ``watch()``, so

@@ -8,10 +8,9 @@ but the prompt key: no entries, no alerts, no names.
 from __future__ import annotations
 
 from ipaddress import ip_address
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import Response
 
 from gate.events import Event
 from gate.server import streams
@@ -60,24 +59,17 @@ def _prompt_only(event: Event) -> dict[str, str] | None:
 
 
 @router.get("/events")
-async def kiosk_events(
-    request: Request, last_event_id: Annotated[str | None, Header()] = None
-) -> Response:
-    bus = panel(request).runtime.bus
-    recent = bus.recent()
-    after = streams.parse_last_event_id(last_event_id, None)
-    # A fresh screen starts from "now" with the current prompt; a reconnect resumes.
-    start = streams.sse_message(
-        recent[-1].id if recent else 0, "prompt", {"prompt": current_prompt(request)}
-    )
+async def kiosk_events(request: Request) -> Response:
+    """Every (re)connect starts with the current prompt, from now on. A reconnecting
+    screen's Last-Event-ID may come from before a restart (the bus counts anew), and
+    the prompts it missed are stale anyway: only the current one is shown."""
+    runtime = panel(request).runtime
+    recent = runtime.bus.recent()
+    now = recent[-1].id if recent else 0
     stream = streams.sse_stream(
-        bus,
-        after if after is not None else (recent[-1].id if recent else 0),
+        runtime.bus,
+        now,
         _prompt_only,
-        first=[start] if after is None else None,
+        first=[streams.sse_message(now, "prompt", {"prompt": current_prompt(request)})],
     )
-    return StreamingResponse(
-        stream,
-        media_type="text/event-stream",
-        headers=streams.STREAM_HEADERS,
-    )
+    return streams.endless_response(stream, runtime.stopping, "text/event-stream")

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Form, Header, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from gate.errors import GateError
@@ -116,19 +116,15 @@ async def live_events(
     after: str | None = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response:
-    codec = panel(request).codec
+    p = panel(request)
     cookie = request.cookies.get(COOKIE)
     stream = streams.sse_stream(
-        panel(request).runtime.bus,
+        p.runtime.bus,
         streams.parse_last_event_id(last_event_id, after),
         _feed_data,
-        alive=lambda: codec.loads(cookie) is not None,
+        alive=lambda: p.codec.loads(cookie) is not None,
     )
-    return StreamingResponse(
-        stream,
-        media_type="text/event-stream",
-        headers=streams.STREAM_HEADERS,
-    )
+    return streams.endless_response(stream, p.runtime.stopping, "text/event-stream")
 
 
 @router.get("/stream.mjpg")
@@ -137,10 +133,10 @@ async def live_video(request: Request) -> Response:
     stream = streams.mjpeg_stream(
         p.runtime.watch, p.runtime.latest_frame, p.frames, p.settings.server.mjpeg_fps
     )
-    return StreamingResponse(
+    return streams.endless_response(
         stream,
-        media_type=f"multipart/x-mixed-replace; boundary={streams.MJPEG_BOUNDARY}",
-        headers=streams.STREAM_HEADERS,
+        p.runtime.stopping,
+        f"multipart/x-mixed-replace; boundary={streams.MJPEG_BOUNDARY}",
     )
 
 

@@ -1,0 +1,88 @@
+"""Stopping the real gate while browsers hold its endless streams open.
+
+A guard's live page (events and video) and the kiosk never close their
+responses; systemd's stop (SIGTERM) must still end the gate within seconds,
+or every stop would wait for SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from tests.panel_support import csrf_of, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+STREAMS = ("/live/events", "/live/stream.mjpg", "/kiosk/events")
+STOP_SECONDS = 10  # the runtime's own stop (station, camera, vision) takes a few
+
+
+def hold(client: httpx2.Client, path: str, opened: threading.Event, ended: list[str]) -> None:
+    """Read ``path`` as a browser does, until the server ends it."""
+    with client.stream("GET", path) as response:
+        assert response.status_code == 200, path
+        for _chunk in response.iter_bytes():
+            opened.set()
+    ended.append(path)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_gate_while_live_and_kiosk_streams_are_open(data_dir: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATE_")}
+    env |= {"GATE_DATA_DIR": str(data_dir), "GATE_SERVER__PORT": str(port)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gate", "demo"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        password = next(
+            m.group(1)
+            for line in process.stdout
+            if (m := re.search(r"one-time admin login: admin / (\S+)", line))
+        )
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx2.HTTPError:
+                time.sleep(0.1)
+        client = httpx2.Client(base_url=url, timeout=STOP_SECONDS * 6)
+        token = csrf_of(client.get("/login").text)
+        client.post("/login", data={"username": "admin", "password": password, "csrf_token": token})
+        ended: list[str] = []
+        readers = []
+        for path in STREAMS:
+            opened = threading.Event()
+            reader = threading.Thread(target=hold, args=(client, path, opened, ended), daemon=True)
+            reader.start()
+            assert opened.wait(30), f"{path} sent nothing"
+            readers.append(reader)
+
+        stopped_at = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        returncode = process.wait(STOP_SECONDS * 6)
+        took = time.monotonic() - stopped_at
+        for reader in readers:
+            reader.join(5)
+        assert returncode == 0, process.stderr.read() if process.stderr else ""
+        assert took < STOP_SECONDS, f"the gate took {took:.1f} s to stop"
+        assert sorted(ended) == sorted(STREAMS)  # each ended, none was cut off by a timeout
+    finally:
+        process.kill()
+        process.wait(10)
