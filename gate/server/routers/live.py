@@ -49,6 +49,10 @@ UI_TEXTS = {  # words the page's script needs for items it builds itself
     "station": N_("Station"),
 }
 REASON_REQUIRED = N_("Please give a reason (at least 3 characters).")
+ALERT_NOT_OPEN = N_(
+    "This alert is not waiting for acknowledgement: it was already acknowledged, "
+    "or it does not exist at this gate."
+)
 MIN_REASON = 3
 
 
@@ -82,7 +86,7 @@ async def _page(request: Request, done: str, error: str, status_code: int = 200)
     """The page; ``done`` and ``error`` are ready texts (never echoed from the URL)."""
     p = panel(request)
     _ = translator(request)
-    alerts = await run_in_threadpool(queries.open_alerts, p.engine)
+    alerts = await run_in_threadpool(queries.open_alerts, p.engine, p.settings.gate_id)
     return render(
         request,
         "live.html",
@@ -139,9 +143,13 @@ async def live_video(request: Request) -> Response:
 @router.post("/alerts/{alert_id}/ack")
 async def acknowledge(request: Request, alert_id: int, user: Guard) -> Response:
     p = panel(request)
-    alert = await run_in_threadpool(queries.acknowledge_alert, p.engine, alert_id, user.username)
-    if alert is not None:
-        p.runtime.bus.publish("alert_ack", {"id": alert_id, "by": user.username})
+    alert = await run_in_threadpool(
+        queries.acknowledge_alert, p.engine, alert_id, p.settings.gate_id, user.username
+    )
+    if alert is None:
+        _ = translator(request)
+        return await _page(request, "", _(ALERT_NOT_OPEN), 404)
+    p.runtime.bus.publish("alert_ack", {"id": alert_id, "by": user.username})
     return redirect(request, "/live?done=ack")
 
 
