@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from sqlmodel import select
 
+from gate.config import PolicySettings
+from gate.controller import Controller
 from gate.events import EventBus
 from gate.runtime import STATION_ALERTS
 from gate.server import streams
@@ -49,6 +51,36 @@ def test_overrides_reach_the_runtime_with_actor_and_reason(tmp_path: Path) -> No
         ("reset_occupancy", "security", None, "count drifted"),
     ]
     assert "Đã mở khóa cửa một lần." in guard.get("/live?done=unlock").text
+
+
+def test_ending_staff_release_during_a_fire_says_the_door_stays_released(tmp_path: Path) -> None:
+    """The real controller keeps the door free while the fire input is on; the message
+    after "End emergency" must say so rather than "Emergency release is off."."""
+    app, runtime = make_app(tmp_path)
+    controller = Controller(PolicySettings(), wall=lambda now: datetime.now(UTC))
+
+    async def set_emergency(actor: str, on: bool, reason: str) -> None:
+        controller.set_emergency(0.0, on)
+        runtime.state["mode"] = controller.mode.value
+
+    runtime.set_emergency = set_emergency  # type: ignore[method-assign]
+    guard = client_for(app, "security")
+
+    def end_after_start() -> str:
+        form(guard, "/live/emergency", on="on", reason="drill")
+        answer = form(guard, "/live/emergency", on="off", reason="drill over")
+        runtime.state["mode"] = controller.mode.value
+        return answer.headers["location"]
+
+    controller.station_event(0.0, "fire_on")
+    assert end_after_start() == "/live?done=emergency_fire"
+    assert runtime.state["mode"] == "emergency"
+    page = guard.get("/live?done=emergency_fire").text
+    assert "Nhân viên đã kết thúc mở cửa khẩn cấp, nhưng tín hiệu báo cháy vẫn giữ cửa mở." in page
+    assert "Đã tắt chế độ mở cửa khẩn cấp." not in page
+    controller.station_event(0.0, "fire_off")
+    assert end_after_start() == "/live?done=emergency_off"
+    assert runtime.state["mode"] == "normal"
 
 
 def test_an_override_needs_a_real_reason(tmp_path: Path) -> None:

@@ -37,6 +37,9 @@ DONE_MESSAGES = {
     "lockdown_off": N_("Lockdown is off."),
     "emergency_on": N_("Emergency release is on."),
     "emergency_off": N_("Emergency release is off."),
+    "emergency_fire": N_(
+        "Staff emergency release has ended, but the fire alarm still holds the door released."
+    ),
     "occupancy": N_("Occupancy count reset."),
     "ack": N_("Alert acknowledged."),
 }
@@ -154,9 +157,11 @@ async def acknowledge(request: Request, alert_id: int, user: Guard) -> Response:
 
 
 async def _override(
-    request: Request, reason: str, done: str, call: Callable[[str], Awaitable[None]]
+    request: Request, reason: str, done: str, call: Callable[[str], Awaitable[str | None]]
 ) -> Response:
     """Run one override with a checked reason; an empty reason re-shows the page with a hint.
+
+    ``call`` may return a more exact ``done`` key than the one asked for.
 
     A GateError from the runtime (it may refuse, e.g. an unlock while the
     station is offline) is shown to the guard as it is, with 409.
@@ -166,7 +171,7 @@ async def _override(
     except GateError:
         return redirect(request, "/live?error=reason_required")
     try:
-        await call(cleaned)
+        done = await call(cleaned) or done
     except GateError as exc:
         return await _page(request, "", str(exc), 409)
     return redirect(request, f"/live?done={done}")
@@ -194,12 +199,15 @@ async def lockdown(request: Request, on: Switch, reason: Reason, user: Guard) ->
 @router.post("/emergency")
 async def emergency(request: Request, on: Switch, reason: Reason, user: Guard) -> Response:
     runtime = panel(request).runtime
-    return await _override(
-        request,
-        reason,
-        f"emergency_{on}",
-        lambda r: runtime.set_emergency(user.username, on == "on", r),
-    )
+
+    async def switch(cleaned: str) -> str | None:
+        await runtime.set_emergency(user.username, on == "on", cleaned)
+        # Ended, yet still in emergency: only the fire input holds the gate there now.
+        if on == "off" and runtime.snapshot().get("mode") == "emergency":
+            return "emergency_fire"
+        return None
+
+    return await _override(request, reason, f"emergency_{on}", switch)
 
 
 @router.post("/occupancy/reset")
