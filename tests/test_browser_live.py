@@ -1,0 +1,81 @@
+"""The guard's page in Debian's Chromium against the panel over a stand-in runtime: what
+its scripts do with confirmations, flashes and alerts arriving live."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import playwright.sync_api as playwright_api
+import pytest
+
+from gate.store.records import raise_alert
+from tests.panel_support import PASSWORD, FakeRuntime, LiveServer, make_app
+from tests.test_browser_panel import CHROMIUM, CHROMIUM_ARGS
+
+pytestmark = [pytest.mark.browser]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[playwright_api.Browser]:
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[LiveServer, FakeRuntime]]:
+    app, runtime = make_app(tmp_path)
+    raise_alert(runtime.engine, "gate-1", "fire_on", "critical", "fire_alarm", None)
+    raise_alert(runtime.engine, "gate-1", "fluid_low", "warning", "refill_soon", None)
+    with LiveServer(app) as live:
+        yield live, runtime
+
+
+@pytest.fixture
+def guard(
+    browser: playwright_api.Browser, served: tuple[LiveServer, FakeRuntime]
+) -> Iterator[playwright_api.Page]:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{served[0].url}/login")
+    page.fill("input[name=username]", "security")
+    page.fill("input[name=password]", PASSWORD)
+    with page.expect_navigation():
+        page.click("form[action='/login'] button")
+    yield page
+    context.close()
+
+
+def test_each_emergency_button_asks_only_about_what_it_does(
+    served: tuple[LiveServer, FakeRuntime], guard: playwright_api.Page
+) -> None:
+    live, runtime = served
+    questions: list[str] = []
+    answer = {"accept": False}
+
+    def on_dialog(dialog: playwright_api.Dialog) -> None:
+        questions.append(dialog.message)
+        dialog.accept() if answer["accept"] else dialog.dismiss()
+
+    guard.on("dialog", on_dialog)
+    guard.goto(f"{live.url}/live")
+    emergency = "form[action='/live/emergency']"
+    guard.fill(f"{emergency} input[name=reason]", "drill over")
+    with guard.expect_navigation():
+        guard.click(f"{emergency} button[value=off]")
+    assert questions == []  # ending needs no "release the door?" question
+    assert runtime.calls[-1] == ("emergency", "security", False, "drill over")
+
+    guard.fill(f"{emergency} input[name=reason]", "smoke in the hall")
+    guard.click(f"{emergency} button[value=on]")  # dismissed: nothing is sent
+    guard.wait_for_timeout(300)
+    assert questions == ["Mở cửa cho tình huống khẩn cấp?"]
+    assert len(runtime.calls) == 1
+
+    answer["accept"] = True
+    with guard.expect_navigation():
+        guard.click(f"{emergency} button[value=on]")
+    assert questions[1:] == ["Mở cửa cho tình huống khẩn cấp?"]
+    assert runtime.calls[-1] == ("emergency", "security", True, "smoke in the hall")
