@@ -9,6 +9,7 @@ from pathlib import Path
 import playwright.sync_api as playwright_api
 import pytest
 
+from gate.server.queries import acknowledge_alert
 from gate.store.records import raise_alert
 from tests.panel_support import PASSWORD, FakeRuntime, LiveServer, make_app
 from tests.test_browser_panel import CHROMIUM, CHROMIUM_ARGS
@@ -79,3 +80,25 @@ def test_each_emergency_button_asks_only_about_what_it_does(
         guard.click(f"{emergency} button[value=on]")
     assert questions[1:] == ["Mở cửa cho tình huống khẩn cấp?"]
     assert runtime.calls[-1] == ("emergency", "security", True, "smoke in the hall")
+
+
+def test_a_flash_is_shown_once_not_on_every_reload(
+    served: tuple[LiveServer, FakeRuntime], guard: playwright_api.Page
+) -> None:
+    live, runtime = served
+    flash = guard.locator(".flash")
+    guard.goto(f"{live.url}/live?done=unlock")
+    assert flash.inner_text() == "Đã mở khóa cửa một lần."
+    assert guard.url == f"{live.url}/live"
+    guard.reload()
+    assert flash.count() == 0
+
+    # An answer to a post (an alert someone else acknowledged meanwhile) is shown once too.
+    acknowledge_alert(runtime.engine, 2, "gate-1", "colleague")
+    with guard.expect_navigation():
+        guard.click("li[data-alert='2'] button")
+    assert "Cảnh báo này không còn chờ xác nhận" in flash.inner_text()
+    assert guard.url == f"{live.url}/live"
+    response = guard.reload()
+    assert response is not None and response.request.method == "GET" and response.ok
+    assert flash.count() == 0 and guard.locator("li[data-alert='2']").count() == 0

@@ -3,6 +3,9 @@
 // visitor-influenced or staff-typed text (alert messages, override reasons).
 "use strict";
 (() => {
+  // A flash (?done=, ?error=) or a refused form's answer is shown once: a reload, or the
+  // resync below, loads the plain page instead of saying "Door unlocked once." again.
+  if (location.pathname !== "/live" || location.search) history.replaceState(null, "", "/live");
   const config = JSON.parse(document.getElementById("live-config").textContent);
   const texts = config.texts;
   const feed = document.getElementById("feed");
