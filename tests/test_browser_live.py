@@ -3,6 +3,7 @@ its scripts do with confirmations, flashes and alerts arriving live."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,3 +103,21 @@ def test_a_flash_is_shown_once_not_on_every_reload(
     response = guard.reload()
     assert response is not None and response.request.method == "GET" and response.ok
     assert flash.count() == 0 and guard.locator("li[data-alert='2']").count() == 0
+
+
+def test_live_alerts_keep_critical_ones_on_top(
+    served: tuple[LiveServer, FakeRuntime], guard: playwright_api.Page
+) -> None:
+    live, runtime = served
+    guard.goto(f"{live.url}/live")
+    deadline = time.monotonic() + 10
+    while runtime.bus.subscriber_count < 1:  # the page's event stream is open
+        assert time.monotonic() < deadline
+        guard.wait_for_timeout(50)
+    items = guard.locator("#alerts li")
+    assert items.evaluate_all("items => items.map(i => i.dataset.alert)") == ["1", "2"]
+    for alert_id, severity in ((3, "warning"), (4, "critical")):
+        data = {"id": alert_id, "kind": "door_forced", "severity": severity, "message": ""}
+        live.call(runtime.bus.publish, "alert", data)
+        guard.locator(f"#alerts li[data-alert='{alert_id}']").wait_for()
+    assert items.evaluate_all("items => items.map(i => i.dataset.alert)") == ["4", "1", "3", "2"]

@@ -87,7 +87,9 @@
     form.append(token, el("button", null, texts.ui.ack));
     item.append(el("span", "when", clock.format(new Date())), el("strong", null, label("alerts", alert.kind)),
                 el("span", "msg", label("details", alert.message)), form);
-    alerts.prepend(item);
+    // As the server lists them: critical alerts on top, a new warning below the last of them.
+    const critical = alert.severity === "critical";
+    alerts.insertBefore(item, critical ? alerts.firstChild : alerts.querySelector("li:not(.sev-critical)"));
     noAlerts.hidden = true;
   }
 
