@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 from sqlmodel import select
 
+from gate.config import PolicySettings
+from gate.controller import Controller
 from gate.errors import CommandRefused, GateError
 from gate.events import EventBus
 from gate.runtime import STATION_ALERTS
@@ -49,6 +53,36 @@ def test_overrides_reach_the_runtime_with_actor_and_reason(tmp_path: Path) -> No
         ("reset_occupancy", "security", None, "count drifted"),
     ]
     assert "Đã mở khóa cửa một lần." in guard.get("/live?done=unlock").text
+
+
+def test_ending_staff_release_during_a_fire_says_the_door_stays_released(tmp_path: Path) -> None:
+    """The real controller keeps the door free while the fire input is on; the message
+    after "End emergency" must say so rather than "Emergency release is off."."""
+    app, runtime = make_app(tmp_path)
+    controller = Controller(PolicySettings(), wall=lambda now: datetime.now(UTC))
+
+    async def set_emergency(actor: str, on: bool, reason: str) -> None:
+        controller.set_emergency(0.0, on)
+        runtime.state["mode"] = controller.mode.value
+
+    runtime.set_emergency = set_emergency  # type: ignore[method-assign]
+    guard = client_for(app, "security")
+
+    def end_after_start() -> str:
+        form(guard, "/live/emergency", on="on", reason="drill")
+        answer = form(guard, "/live/emergency", on="off", reason="drill over")
+        runtime.state["mode"] = controller.mode.value
+        return answer.headers["location"]
+
+    controller.station_event(0.0, "fire_on")
+    assert end_after_start() == "/live?done=emergency_fire"
+    assert runtime.state["mode"] == "emergency"
+    page = guard.get("/live?done=emergency_fire").text
+    assert "Nhân viên đã kết thúc mở cửa khẩn cấp, nhưng tín hiệu báo cháy vẫn giữ cửa mở." in page
+    assert "Đã tắt chế độ mở cửa khẩn cấp." not in page
+    controller.station_event(0.0, "fire_off")
+    assert end_after_start() == "/live?done=emergency_off"
+    assert runtime.state["mode"] == "normal"
 
 
 def test_an_override_needs_a_real_reason(tmp_path: Path) -> None:
@@ -100,7 +134,7 @@ def test_alerts_are_listed_acknowledged_once_and_audited(tmp_path: Path) -> None
     answer = form(guard, "/live/alerts/1/ack")
     assert answer.headers["location"] == "/live?done=ack"
     assert 'data-alert="1"' not in guard.get("/live").text
-    assert acknowledge_alert(runtime.engine, 1, "someone else") is None  # already done
+    assert acknowledge_alert(runtime.engine, 1, "gate-1", "someone else") is None  # done
     with session(runtime.engine) as db:
         alert = db.get(Alert, 1)
         audit = db.exec(select(AuditEvent).where(AuditEvent.action == "alert_ack")).all()
@@ -113,6 +147,79 @@ def test_alerts_are_listed_acknowledged_once_and_audited(tmp_path: Path) -> None
     manager = client_for(app, "manager")
     page = manager.get("/audit?action=alert_ack").text
     assert "cảnh báo #1, Sắp hết dung dịch sát khuẩn: &lt;b&gt;level 9%&lt;/b&gt;" in page
+
+
+def listed_alerts(page: str) -> list[int]:
+    return [int(n) for n in re.findall(r'data-alert="(\d+)"', page)]
+
+
+def test_critical_alerts_stay_listed_when_newer_warnings_pile_up(tmp_path: Path) -> None:
+    """Every refused visitor raises a warning; 100 of them must not hide a fire."""
+    app, runtime = make_app(tmp_path)
+    start = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+    with session(runtime.engine) as db:
+        for i in range(12):
+            db.add(
+                Alert(
+                    gate_id="gate-1",
+                    kind="emergency",
+                    severity="critical",
+                    message="fire_alarm",
+                    raised_at=start + timedelta(seconds=i),
+                )
+            )
+        for i in range(100):
+            db.add(
+                Alert(
+                    gate_id="gate-1",
+                    kind="no_mask",
+                    severity="warning",
+                    message="denied_no_mask",
+                    raised_at=start + timedelta(minutes=1, seconds=i),
+                )
+            )
+        db.commit()
+    guard = client_for(app, "security")
+    page = guard.get("/live").text
+    critical = list(range(12, 0, -1))  # ids 1..12, newest first
+    assert listed_alerts(page)[:12] == critical
+    assert len(listed_alerts(page)) == 100
+    assert "Cảnh báo đang chờ xác nhận chưa hiện ở đây: 12." in page
+    assert [a["id"] for a in guard.get("/api/alerts").json()][:12] == critical
+    guard.post("/lang", data={"lang": "en", "csrf_token": guard.headers["x-csrf-token"]})
+    assert "Open alerts not shown here: 12." in guard.get("/live").text
+
+
+def test_a_gate_lists_and_acknowledges_only_its_own_alerts(tmp_path: Path) -> None:
+    app, runtime = make_app(tmp_path)
+    raise_alert(runtime.engine, "demo", "fire_on", "critical", "fire_alarm", None)
+    raise_alert(runtime.engine, "gate-1", "fluid_low", "warning", "refill_soon", None)
+    guard = client_for(app, "security")
+    page = guard.get("/live").text
+    assert listed_alerts(page) == [2] and "chưa hiện ở đây" not in page
+    assert [a["id"] for a in guard.get("/api/alerts").json()] == [2]
+    answer = form(guard, "/live/alerts/1/ack")
+    assert answer.status_code == 404
+    assert "Cảnh báo này không còn chờ xác nhận" in answer.text
+    assert "Đã xác nhận cảnh báo." not in answer.text
+    assert guard.post("/api/alerts/1/ack").status_code == 404
+    with session(runtime.engine) as db:
+        other = db.get(Alert, 1)
+    assert other is not None and other.acknowledged_at is None
+    assert runtime.bus.recent() == []
+
+
+def test_acknowledging_a_missing_or_acknowledged_alert_says_so(tmp_path: Path) -> None:
+    app, runtime = make_app(tmp_path)
+    raise_alert(runtime.engine, "gate-1", "fluid_low", "warning", "refill_soon", None)
+    guard = client_for(app, "security")
+    assert form(guard, "/live/alerts/1/ack").headers["location"] == "/live?done=ack"
+    for alert_id in (1, 999):
+        answer = form(guard, f"/live/alerts/{alert_id}/ack")
+        assert answer.status_code == 404
+        assert "Cảnh báo này không còn chờ xác nhận" in answer.text
+        assert "Đã xác nhận cảnh báo." not in answer.text
+    assert [e.kind for e in runtime.bus.recent()] == ["alert_ack"]
 
 
 def test_audit_rows_read_in_the_managers_language(tmp_path: Path) -> None:

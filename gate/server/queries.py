@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, Row, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Engine, Row, and_, case, func, or_, select, update
 
 from gate.server.i18n import as_utc
 from gate.store.db import session
-from gate.store.models import Alert, AuditEvent, Entry, Gate, Outcome, StationLog
+from gate.store.models import Alert, AuditEvent, Entry, Gate, Outcome, Severity, StationLog
 from gate.store.records import audit_detail
 
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -186,25 +186,48 @@ def gate_ids(engine: Engine) -> list[str]:
 # -- alerts and audit -------------------------------------------------------------------
 
 
-def open_alerts(engine: Engine, limit: int = 100) -> list[Alert]:
+@dataclass(frozen=True)
+class OpenAlerts:
+    """The open alerts a page lists, and how many more are open beyond them."""
+
+    shown: list[Alert]
+    more: int
+
+
+def _open_on(gate_id: str) -> ColumnElement[bool]:
+    return and_(Alert.gate_id == gate_id, Alert.acknowledged_at.is_(None))  # type: ignore[arg-type,union-attr]
+
+
+def open_alerts(engine: Engine, gate_id: str, limit: int = 100) -> OpenAlerts:
+    """This gate's open alerts, critical ones first, then newest first.
+
+    Every refused visitor raises a warning, so newest-first alone would let a busy
+    morning push a fire or a forced door off the guard's list.
+    """
+    critical_first = case((Alert.severity == Severity.CRITICAL.value, 0), else_=1)
+    query = (
+        select(Alert)
+        .where(_open_on(gate_id))
+        .order_by(critical_first, Alert.raised_at.desc(), Alert.id.desc())  # type: ignore[union-attr]
+        .limit(limit)
+    )
     with session(engine) as db:
-        query = (
-            select(Alert)
-            .where(Alert.acknowledged_at.is_(None))  # type: ignore[union-attr]
-            .order_by(Alert.raised_at.desc())
-            .limit(limit)
-        )  # type: ignore[union-attr]
-        return list(db.scalars(query))
+        shown = list(db.scalars(query))
+        total = db.scalar(select(func.count()).select_from(Alert).where(_open_on(gate_id))) or 0
+    return OpenAlerts(shown, total - len(shown))
 
 
-def acknowledge_alert(engine: Engine, alert_id: int, actor: str) -> Alert | None:
-    """Mark one alert seen, with an audit row. None if unknown or already acknowledged."""
+def acknowledge_alert(engine: Engine, alert_id: int, gate_id: str, actor: str) -> Alert | None:
+    """Mark one of this gate's alerts seen, with an audit row.
+
+    None if unknown, another gate's or already acknowledged.
+    """
     now = datetime.now(UTC)
     with session(engine) as db:
         # One UPDATE with the "not yet" condition: two guards clicking together ack once.
         result = db.execute(
             update(Alert)
-            .where(Alert.id == alert_id, Alert.acknowledged_at.is_(None))  # type: ignore[arg-type,union-attr]
+            .where(Alert.id == alert_id, _open_on(gate_id))  # type: ignore[arg-type]
             .values(acknowledged_by=actor, acknowledged_at=now)
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]

@@ -108,15 +108,19 @@ async def state(request: Request) -> dict[str, Any]:
 
 @router.get("/alerts", response_model=list[AlertOut], dependencies=[Depends(security_only)])
 async def alerts(request: Request) -> list[AlertOut]:
-    rows = await run_in_threadpool(queries.open_alerts, panel(request).engine)
-    return [AlertOut.model_validate(a, from_attributes=True) for a in rows]
+    """This gate's open alerts, critical ones first (at most 100)."""
+    p = panel(request)
+    alerts = await run_in_threadpool(queries.open_alerts, p.engine, p.settings.gate_id)
+    return [AlertOut.model_validate(a, from_attributes=True) for a in alerts.shown]
 
 
 @router.post("/alerts/{alert_id}/ack", status_code=204)
 async def ack(request: Request, alert_id: int, user: Guard) -> Response:
     p = panel(request)
     if (
-        await run_in_threadpool(queries.acknowledge_alert, p.engine, alert_id, user.username)
+        await run_in_threadpool(
+            queries.acknowledge_alert, p.engine, alert_id, p.settings.gate_id, user.username
+        )
         is None
     ):
         raise HTTPException(404, "no such open alert")

@@ -37,6 +37,9 @@ DONE_MESSAGES = {
     "lockdown_off": N_("Lockdown is off."),
     "emergency_on": N_("Emergency release is on."),
     "emergency_off": N_("Emergency release is off."),
+    "emergency_fire": N_(
+        "Staff emergency release has ended, but the fire alarm still holds the door released."
+    ),
     "occupancy": N_("Occupancy count reset."),
     "ack": N_("Alert acknowledged."),
 }
@@ -49,6 +52,10 @@ UI_TEXTS = {  # words the page's script needs for items it builds itself
     "station": N_("Station"),
 }
 REASON_REQUIRED = N_("Please give a reason (at least 3 characters).")
+ALERT_NOT_OPEN = N_(
+    "This alert is not waiting for acknowledgement: it was already acknowledged, "
+    "or it does not exist at this gate."
+)
 MIN_REASON = 3
 
 
@@ -90,7 +97,7 @@ async def _page(request: Request, done: str, error: str, status_code: int = 200)
     """The page; ``done`` and ``error`` are ready texts (never echoed from the URL)."""
     p = panel(request)
     _ = translator(request)
-    alerts = await run_in_threadpool(queries.open_alerts, p.engine)
+    alerts = await run_in_threadpool(queries.open_alerts, p.engine, p.settings.gate_id)
     return render(
         request,
         "live.html",
@@ -143,16 +150,22 @@ async def live_video(request: Request) -> Response:
 @router.post("/alerts/{alert_id}/ack")
 async def acknowledge(request: Request, alert_id: int, user: Guard) -> Response:
     p = panel(request)
-    alert = await run_in_threadpool(queries.acknowledge_alert, p.engine, alert_id, user.username)
-    if alert is not None:
-        p.runtime.bus.publish("alert_ack", {"id": alert_id, "by": user.username})
+    alert = await run_in_threadpool(
+        queries.acknowledge_alert, p.engine, alert_id, p.settings.gate_id, user.username
+    )
+    if alert is None:
+        _ = translator(request)
+        return await _page(request, "", _(ALERT_NOT_OPEN), 404)
+    p.runtime.bus.publish("alert_ack", {"id": alert_id, "by": user.username})
     return redirect(request, "/live?done=ack")
 
 
 async def _override(
-    request: Request, reason: str, done: str, call: Callable[[str], Awaitable[None]]
+    request: Request, reason: str, done: str, call: Callable[[str], Awaitable[str | None]]
 ) -> Response:
     """Run one override with a checked reason; an empty reason re-shows the page with a hint.
+
+    ``call`` may return a more exact ``done`` key than the one asked for.
 
     A GateError from the runtime (it may refuse, e.g. an unlock while the
     station is offline) is shown to the guard, translated where it is a known
@@ -163,7 +176,7 @@ async def _override(
     except GateError:
         return redirect(request, "/live?error=reason_required")
     try:
-        await call(cleaned)
+        done = await call(cleaned) or done
     except GateError as exc:
         refusal = texts.label(texts.COMMAND_REFUSALS, exc, translator(request))
         return await _page(request, "", refusal, 409)
@@ -192,12 +205,15 @@ async def lockdown(request: Request, on: Switch, reason: Reason, user: Guard) ->
 @router.post("/emergency")
 async def emergency(request: Request, on: Switch, reason: Reason, user: Guard) -> Response:
     runtime = panel(request).runtime
-    return await _override(
-        request,
-        reason,
-        f"emergency_{on}",
-        lambda r: runtime.set_emergency(user.username, on == "on", r),
-    )
+
+    async def switch(cleaned: str) -> str | None:
+        await runtime.set_emergency(user.username, on == "on", cleaned)
+        # Ended, yet still in emergency: only the fire input holds the gate there now.
+        if on == "off" and runtime.snapshot().get("mode") == "emergency":
+            return "emergency_fire"
+        return None
+
+    return await _override(request, reason, f"emergency_{on}", switch)
 
 
 @router.post("/occupancy/reset")

@@ -3,6 +3,9 @@
 // visitor-influenced or staff-typed text (alert messages, override reasons).
 "use strict";
 (() => {
+  // A flash (?done=, ?error=) or a refused form's answer is shown once: a reload, or the
+  // resync below, loads the plain page instead of saying "Door unlocked once." again.
+  if (location.pathname !== "/live" || location.search) history.replaceState(null, "", "/live");
   const config = JSON.parse(document.getElementById("live-config").textContent);
   const texts = config.texts;
   const feed = document.getElementById("feed");
@@ -84,7 +87,9 @@
     form.append(token, el("button", null, texts.ui.ack));
     item.append(el("span", "when", clock.format(new Date())), el("strong", null, label("alerts", alert.kind)),
                 el("span", "msg", label("details", alert.message)), form);
-    alerts.prepend(item);
+    // As the server lists them: critical alerts on top, a new warning below the last of them.
+    const critical = alert.severity === "critical";
+    alerts.insertBefore(item, critical ? alerts.firstChild : alerts.querySelector("li:not(.sev-critical)"));
     noAlerts.hidden = true;
   }
 
