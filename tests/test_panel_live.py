@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 from sqlmodel import select
 
 from gate.config import PolicySettings
@@ -19,8 +21,10 @@ from gate.events import EventBus
 from gate.runtime import STATION_ALERTS
 from gate.server import streams
 from gate.server.queries import acknowledge_alert
+from gate.server.routers import live
 from gate.server.routers.live import FEED_BACKLOG, replay_point
 from gate.server.texts import ALERT_DETAILS
+from gate.server.users import disable_user
 from gate.store.db import session
 from gate.store.models import Alert, AuditEvent
 from gate.store.records import raise_alert, record_audit
@@ -354,15 +358,32 @@ def test_sse_replays_after_last_event_id_and_asks_to_resync_when_too_old() -> No
     assert b"event: resync" in asyncio.run(read(2, 2))[1]
 
 
-def test_sse_heartbeat_ends_an_expired_session() -> None:
-    async def run() -> list[bytes]:
-        alive = iter([True, False])
-        stream = streams.sse_stream(
-            EventBus(), None, lambda e: e.data, alive=lambda: next(alive), heartbeat=0.01
-        )
-        return [chunk async for chunk in stream]
+@pytest.mark.parametrize("path", ["/live/events", "/live/stream.mjpg"])
+@pytest.mark.parametrize("leaves", ["disabled", "logged_out"])
+def test_an_open_stream_ends_when_its_guard_may_no_longer_watch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str, leaves: str
+) -> None:
+    """Even while events keep flowing: a busy gate never lets a heartbeat time out."""
+    monkeypatch.setattr(live, "SESSION_CHECK_SECONDS", 0.2)
+    app, runtime = make_app(tmp_path)
+    guard = client_for(app, "security")
+    ended = threading.Event()
 
-    assert asyncio.run(run()) == [b"retry: 2000\n\n", b": keepalive\n\n"]
+    def watch() -> None:
+        with guard.stream("GET", path) as answer:
+            assert answer.status_code == 200
+            for _ in answer.iter_bytes():
+                runtime.bus.publish("entry", {"id": "busy"})
+        ended.set()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    assert not ended.wait(1.0)  # a guard who may watch keeps watching
+    if leaves == "disabled":
+        disable_user(runtime.engine, "security", actor="admin")
+    else:
+        assert guard.post("/logout", follow_redirects=False).status_code == 303
+    assert ended.wait(5.0), f"{path} still streams to a guard who was {leaves}"
 
 
 def test_a_reloaded_page_replays_the_last_visits_not_the_last_re_saves() -> None:

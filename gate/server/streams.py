@@ -87,7 +87,6 @@ async def sse_stream(
     bus: EventBus,
     after_id: int | None,
     transform: Transform,
-    alive: Callable[[], bool] = lambda: True,
     first: list[bytes] | None = None,
     heartbeat: float = HEARTBEAT_SECONDS,
 ) -> AsyncGenerator[bytes, None]:
@@ -95,7 +94,6 @@ async def sse_stream(
 
     A pump task reads the bus into a small local queue so the heartbeat can
     time out on the queue without cancelling the bus subscription itself.
-    ``alive`` is checked at each heartbeat (the session may have expired).
     """
     queue: asyncio.Queue[Event] = asyncio.Queue(256)
 
@@ -116,8 +114,6 @@ async def sse_stream(
             try:
                 event = await asyncio.wait_for(queue.get(), heartbeat)
             except TimeoutError:
-                if not alive():
-                    return
                 yield b": keepalive\n\n"
                 continue
             data = transform(event)

@@ -163,9 +163,20 @@ def attach_session(request: Request, response: Response) -> Response:
 
 def user_of(request: Request) -> CurrentUser | None:
     """The logged-in user, re-read from the database so disabling someone takes effect now."""
-    if hasattr(request.state, "user"):
-        return request.state.user
-    data = session_of(request)
+    if not hasattr(request.state, "user"):
+        request.state.user = user_for(request, session_of(request))
+    return request.state.user
+
+
+def cookie_user(request: Request) -> CurrentUser | None:
+    """Who the session cookie names now, uncached: a stream that outlives its request asks
+    again and again, and ends once the user is logged out, disabled or re-passworded."""
+    return user_for(request, panel(request).codec.loads(request.cookies.get(COOKIE)))
+
+
+def user_for(request: Request, data: SessionData | None) -> CurrentUser | None:
+    """The user a session names, if the account still exists, is enabled and has the
+    password the session was made with."""
     user = None
     if data is not None and data.user_id is not None:
         row = get_user(panel(request).engine, data.user_id)
@@ -176,7 +187,6 @@ def user_of(request: Request) -> CurrentUser | None:
             and password_fingerprint(row.password_hash) == data.fingerprint
         ):
             user = CurrentUser(row.id, row.username, Role(row.role))
-    request.state.user = user
     return user
 
 

@@ -8,7 +8,9 @@ a reason first.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Form, Header, Request
@@ -19,11 +21,20 @@ from gate.errors import GateError
 from gate.events import Event
 from gate.server import queries, streams, texts
 from gate.server.i18n import N_
-from gate.server.security import COOKIE
-from gate.server.web import CurrentUser, panel, redirect, render, require, translator
+from gate.server.web import (
+    CurrentUser,
+    cookie_user,
+    panel,
+    redirect,
+    render,
+    require,
+    translator,
+)
 from gate.store.models import Role
 
-security_only = require(Role.SECURITY)
+GUARD_ROLES = frozenset({Role.SECURITY})
+SESSION_CHECK_SECONDS = 5.0  # how soon an open stream notices its guard was logged out
+security_only = require(*GUARD_ROLES)
 router = APIRouter(prefix="/live", dependencies=[Depends(security_only)])
 Guard = Annotated[CurrentUser, Depends(security_only)]
 Reason = Annotated[str, Form(max_length=500)]
@@ -124,14 +135,12 @@ async def live_events(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response:
     p = panel(request)
-    cookie = request.cookies.get(COOKIE)
     stream = streams.sse_stream(
-        p.runtime.bus,
-        streams.parse_last_event_id(last_event_id, after),
-        _feed_data,
-        alive=lambda: p.codec.loads(cookie) is not None,
+        p.runtime.bus, streams.parse_last_event_id(last_event_id, after), _feed_data
     )
-    return streams.endless_response(stream, p.runtime.stopping, "text/event-stream")
+    return streams.endless_response(
+        stream, partial(_until_watch_ends, request), "text/event-stream"
+    )
 
 
 @router.get("/stream.mjpg")
@@ -142,9 +151,24 @@ async def live_video(request: Request) -> Response:
     )
     return streams.endless_response(
         stream,
-        p.runtime.stopping,
+        partial(_until_watch_ends, request),
         f"multipart/x-mixed-replace; boundary={streams.MJPEG_BOUNDARY}",
     )
+
+
+async def _until_watch_ends(request: Request) -> None:
+    """A guard's stream lasts until the gate stops or the guard may no longer watch:
+    logged out, disabled, re-passworded or no longer on security. Asked every few
+    seconds, whether events flow or not."""
+    stopping = asyncio.ensure_future(panel(request).runtime.stopping())
+    try:
+        while not stopping.done():
+            user = await run_in_threadpool(cookie_user, request)
+            if user is None or not user.may(GUARD_ROLES):
+                return
+            await asyncio.wait([stopping], timeout=SESSION_CHECK_SECONDS)
+    finally:
+        stopping.cancel()
 
 
 @router.post("/alerts/{alert_id}/ack")
