@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gate.camera.simulated import SimulatedCamera, SimVisitor, demo_visitors
-from gate.camera.sources import CaptureSource, open_source
+from gate.camera.sources import CaptureSource, describe_target, open_source
 from gate.camera.verdict import MaskLabel
 from gate.config import CameraSettings
 from gate.errors import GateError
@@ -124,3 +124,8 @@ def test_the_scripted_visitors_start_when_the_gate_first_looks() -> None:
     clock[0] += 1.0
     assert camera.visitor_at(clock[0]) == "first"
     assert camera.read() is not None and not camera.done
+
+
+@pytest.mark.parametrize(("source", "target"), [("0", 0), (" 2 ", 2), ("\u00b2", "\u00b2")])
+def test_only_plain_digits_name_a_camera_index(source: str, target: str | int) -> None:
+    assert describe_target(source) == target

@@ -399,3 +399,18 @@ def test_a_reloaded_page_replays_the_last_visits_not_the_last_re_saves() -> None
     replayed = bus.recent(replay_point(bus.recent()))
     shown = {e.data.get("id") for e in replayed if e.kind == "entry"}
     assert shown == set(visits[-(FEED_BACKLOG - 1) :])  # and the override: FEED_BACKLOG items
+
+
+def test_ids_beyond_any_database_integer_are_refused_not_crashed(tmp_path: Path) -> None:
+    app, _ = make_app(tmp_path)
+    guard = client_for(app, "security")
+    assert form(guard, "/live/alerts/9223372036854775808/ack").status_code == 422
+    assert guard.post("/api/alerts/99999999999999999999/ack").status_code == 422
+    assert form(guard, "/live/alerts/0/ack").status_code == 422
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "12\u00b2", "-1", "1e3", " 7"])
+def test_an_event_id_that_is_not_plain_digits_is_ignored(value: str) -> None:
+    assert streams.parse_last_event_id(value, None) is None
+    assert streams.parse_last_event_id(None, value) is None
+    assert streams.parse_last_event_id(value, "42") == 42

@@ -47,7 +47,8 @@ class SourceMetrics:
 
 def describe_target(source: str) -> str | int:
     """A camera index for digits, otherwise the URL or path as given."""
-    return int(source) if source.strip().isdigit() else source
+    digits = source.strip()
+    return int(digits) if digits.isascii() and digits.isdigit() else source
 
 
 class CaptureSource:

@@ -73,7 +73,7 @@ def endless_response(
 def parse_last_event_id(header: str | None, query: str | None) -> int | None:
     """The header (sent by a reconnecting EventSource) wins over the page's ?after=."""
     for value in (header, query):
-        if value is not None and value.isdigit() and len(value) <= 18:
+        if value is not None and value.isascii() and value.isdigit() and len(value) <= 18:
             return int(value)
     return None
 

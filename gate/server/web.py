@@ -14,10 +14,11 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 from zoneinfo import ZoneInfo
 
 import numpy as np
+from fastapi import Path as UrlPart
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment
@@ -38,6 +39,8 @@ from gate.server.users import get_user
 from gate.store.models import Role
 
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+# A row id in a URL: larger numbers fit no database integer and are refused (422).
+RowId = Annotated[int, UrlPart(ge=1, le=2**63 - 1)]
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 

@@ -23,7 +23,15 @@ from gate.server.routers.entries import Filters
 from gate.server.routers.live import clean_reason
 from gate.server.routers.stats import figures
 from gate.server.users import list_users
-from gate.server.web import CurrentUser, any_user, ensure_session, panel, render, require
+from gate.server.web import (
+    CurrentUser,
+    RowId,
+    any_user,
+    ensure_session,
+    panel,
+    render,
+    require,
+)
 from gate.store.models import Role
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -115,7 +123,7 @@ async def alerts(request: Request) -> list[AlertOut]:
 
 
 @router.post("/alerts/{alert_id}/ack", status_code=204)
-async def ack(request: Request, alert_id: int, user: Guard) -> Response:
+async def ack(request: Request, alert_id: RowId, user: Guard) -> Response:
     p = panel(request)
     if (
         await run_in_threadpool(

@@ -23,6 +23,7 @@ from gate.server import queries, streams, texts
 from gate.server.i18n import N_
 from gate.server.web import (
     CurrentUser,
+    RowId,
     cookie_user,
     panel,
     redirect,
@@ -172,7 +173,7 @@ async def _until_watch_ends(request: Request) -> None:
 
 
 @router.post("/alerts/{alert_id}/ack")
-async def acknowledge(request: Request, alert_id: int, user: Guard) -> Response:
+async def acknowledge(request: Request, alert_id: RowId, user: Guard) -> Response:
     p = panel(request)
     alert = await run_in_threadpool(
         queries.acknowledge_alert, p.engine, alert_id, p.settings.gate_id, user.username
