@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,21 +78,36 @@ def panel_server(app: FastAPI, settings: ServerSettings) -> uvicorn.Server:
     )
 
 
-async def serve_panel(runtime: GateRuntime) -> None:
+def claim_panel_address(settings: ServerSettings) -> socket.socket:
+    """Bind the panel's address before anything else starts: a port in use is then one
+    line at once, not uvicorn's log and exit after the models have loaded."""
+    try:
+        family = socket.getaddrinfo(
+            settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0][0]
+        return socket.create_server((settings.host, settings.port), family=family)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise GateError(
+            f"cannot serve the panel on {settings.host}:{settings.port}: {reason}"
+        ) from None
+
+
+def panel_url(settings: ServerSettings, listening: socket.socket) -> str:
+    return f"http://{settings.host}:{listening.getsockname()[1]}/"
+
+
+async def serve_panel(runtime: GateRuntime, listening: socket.socket) -> None:
     """Serve the staff panel and kiosk until the runtime stops, then shut down gracefully."""
     from gate.server.app import create_app
 
-    settings = runtime.settings.server
-    server = panel_server(create_app(runtime), settings)
-    serving = asyncio.create_task(server.serve())
+    server = panel_server(create_app(runtime), runtime.settings.server)
+    serving = asyncio.create_task(server.serve(sockets=[listening]))
     stopping = asyncio.create_task(runtime.stopping())
     await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
     server.should_exit = True  # finish open responses (for a bounded time) and the lifespan
     stopping.cancel()
-    try:
-        await serving
-    except SystemExit:  # uvicorn exits when it cannot bind the port
-        raise GateError(f"cannot serve the panel on {settings.host}:{settings.port}") from None
+    await serving
 
 
 @contextlib.asynccontextmanager

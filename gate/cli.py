@@ -51,19 +51,18 @@ def _settings(config: Path | None) -> Settings:
 @app.command()
 def run(config: ConfigOption = None) -> None:
     """Run the gate: camera, controller, station link, log store and panel."""
-    from gate.assembly import assemble, serve_panel
+    from gate.assembly import assemble, claim_panel_address, panel_url, serve_panel
 
     settings = _settings(config)
     _log_to_file(settings)
+    listening = claim_panel_address(settings.server)
 
     async def main() -> None:
         async with assemble(settings) as gate:
             gate.runtime.stop_on_signals()
-            panel = asyncio.create_task(serve_panel(gate.runtime))
+            panel = asyncio.create_task(serve_panel(gate.runtime, listening))
             runner = asyncio.create_task(gate.runtime.run())
-            typer.echo(
-                f"gate {settings.gate_id}: panel on http://{settings.server.host}:{settings.server.port}/"
-            )
+            typer.echo(f"gate {settings.gate_id}: panel on {panel_url(settings.server, listening)}")
             await asyncio.wait([panel, runner], return_when=asyncio.FIRST_COMPLETED)
             gate.runtime.stop()  # either ending ends both; the panel follows the runtime
             for task in await asyncio.gather(runner, panel, return_exceptions=True):
@@ -82,19 +81,25 @@ def demo(
     as_json: JsonOption = False,
 ) -> None:
     """The whole gate on its embedded defaults with a scripted queue of visitors."""
+    from gate.assembly import claim_panel_address, panel_url
     from gate.demo import SCENARIO_SECONDS, claim_database, demo_settings, run_demo
 
     settings = demo_settings(_settings(config))
     _log_to_file(settings)
-    serve = duration is None
-    password = claim_database(settings, new_admin=serve)
-    if serve:
-        url = f"http://{settings.server.host}:{settings.server.port}/"
-        typer.echo(f"Entry Gate demo: panel {url}  kiosk {url}kiosk")
-        typer.echo(f"one-time admin login: admin / {password}")
-    elif duration < SCENARIO_SECONDS:
+    listening = claim_panel_address(settings.server) if duration is None else None
+    password = claim_database(settings, new_admin=listening is not None)
+
+    def announce() -> None:
+        """Once the gate is up (models loaded), never before: a login for a gate that
+        then fails to start would only mislead."""
+        if listening is not None:
+            url = panel_url(settings.server, listening)
+            typer.echo(f"Entry Gate demo: panel {url}  kiosk {url}kiosk")
+            typer.echo(f"one-time admin login: admin / {password}")
+
+    if duration is not None and duration < SCENARIO_SECONDS:
         typer.echo(f"note: the scenario needs {SCENARIO_SECONDS:.0f} s to finish", err=True)
-    result = asyncio.run(run_demo(settings, duration, serve=serve))
+    result = asyncio.run(run_demo(settings, duration, listening, announce))
     if as_json:
         typer.echo(json.dumps(result))
     else:

@@ -9,7 +9,9 @@ the script says they never do.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -126,15 +128,24 @@ async def act_visitors(gate: Gate) -> None:
         world.hands(False)
 
 
-async def run_demo(settings: Settings, duration: float | None, serve: bool) -> dict[str, Any]:
-    """Run the demo on `demo_settings`; with a duration, stop then and report entries
-    against the scenario."""
+async def run_demo(
+    settings: Settings,
+    duration: float | None,
+    listening: socket.socket | None,
+    ready: Callable[[], None],
+) -> dict[str, Any]:
+    """Run the demo on `demo_settings`, with its panel on `listening` if given; with a
+    duration, stop then and report entries against the scenario. `ready` is called once
+    the gate is assembled."""
     started = datetime.now(UTC)
     async with assemble(settings, loop_visitors=duration is None) as gate:
         gate.runtime.stop_on_signals()
+        ready()
         actor = asyncio.create_task(act_visitors(gate))
         runner = asyncio.create_task(gate.runtime.run())
-        panel = asyncio.create_task(serve_panel(gate.runtime) if serve else gate.runtime.stopping())
+        panel = asyncio.create_task(
+            serve_panel(gate.runtime, listening) if listening else gate.runtime.stopping()
+        )
         try:
             await asyncio.wait(
                 [runner, panel], timeout=duration, return_when=asyncio.FIRST_COMPLETED

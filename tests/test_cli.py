@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -184,6 +185,25 @@ def test_unwritable_data_dir_is_one_line(tmp_path: Path) -> None:
     env = {"GATE_DATA_DIR": str(blocker / "data")}  # a folder inside a file: no one can write
     assert_one_line_error(gate("run", env=env), "data dir", "not writable")
     assert_one_line_error(gate("demo", "--duration", "1", env=env), "data dir", "not writable")
+
+
+@pytest.mark.parametrize("command", [["run"], ["demo"]])
+def test_a_panel_port_in_use_is_one_line_before_anything_starts(
+    tmp_path: Path, command: list[str]
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        env = {"GATE_DATA_DIR": str(tmp_path), "GATE_SERVER__PORT": port}
+        result = gate(*command, env=env)
+    assert_one_line_error(result, f"cannot serve the panel on 127.0.0.1:{port}", "in use")
+    assert result.stdout == ""  # no panel address, no demo login for a panel that never came
+
+
+def test_the_demo_announces_its_login_only_once_it_is_up(tmp_path: Path) -> None:
+    """Without models the demo cannot start, so it prints no login for it."""
+    result = gate("demo", env={"GATE_DATA_DIR": str(tmp_path)})
+    assert_one_line_error(result, "gate models fetch")
+    assert "login" not in result.stdout
 
 
 @pytest.mark.parametrize(
