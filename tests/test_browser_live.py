@@ -121,3 +121,18 @@ def test_live_alerts_keep_critical_ones_on_top(
         live.call(runtime.bus.publish, "alert", data)
         guard.locator(f"#alerts li[data-alert='{alert_id}']").wait_for()
     assert items.evaluate_all("items => items.map(i => i.dataset.alert)") == ["4", "1", "3", "2"]
+
+
+def test_a_long_alert_list_keeps_the_live_events_in_reach_on_a_small_screen(
+    served: tuple[LiveServer, FakeRuntime], guard: playwright_api.Page
+) -> None:
+    """At 1024x600, with many open alerts, the list scrolls in its own card."""
+    live, runtime = served
+    for _ in range(40):
+        raise_alert(runtime.engine, "gate-1", "door_forced", "critical", "check_door", None)
+    guard.set_viewport_size({"width": 1024, "height": 600})
+    guard.goto(f"{live.url}/live")
+    assert guard.locator("#alerts li").count() >= 40
+    feed_top = guard.locator("section.feed").bounding_box()["y"]
+    alerts = guard.locator("section.alerts").bounding_box()
+    assert alerts["height"] < 800 and feed_top < 3 * 600, (alerts, feed_top)
