@@ -230,3 +230,30 @@ def test_cursor_round_trip_and_refusals() -> None:
     for text in ("", "1", "x.y", "1." + "0" * 36, "99999999999999999999." + cursor.id):
         with pytest.raises(ValueError):
             Cursor.decode(text)
+
+
+FILTERED = ("/entries", "/entries/export.csv", "/api/entries")
+
+
+def test_a_date_at_the_end_of_the_calendar_is_refused_cleanly(tmp_path: Path) -> None:
+    """The day after 9999-12-31 does not exist: the year check comes before it is added."""
+    app, _runtime = make_app(tmp_path)
+    client = client_for(app, "manager")
+    for path in FILTERED:
+        for query in ("to=9999-12-31", "from=9999-12-31"):
+            answer = client.get(f"{path}?{query}", headers={"accept": "application/json"})
+            assert answer.status_code == 400, (path, query)
+            field = query.partition("=")[0]
+            assert answer.json() == {"detail": f"{field}: year must be between 2000 and 2100"}
+
+
+def test_the_last_day_of_the_allowed_years_is_a_valid_end(tmp_path: Path) -> None:
+    app, runtime = make_app(tmp_path)
+    late = seed(runtime.engine, 1, seen_at=datetime(2100, 12, 31, 12, 0, tzinfo=UTC))[0]
+    seed(runtime.engine, 1, seen_at=datetime(1999, 12, 31, 12, 0, tzinfo=UTC))
+    client = client_for(app, "manager")
+    query = "from=2000-01-01&to=2100-12-31"
+    for path in FILTERED:
+        assert client.get(f"{path}?{query}").status_code == 200, path
+    assert [e["id"] for e in client.get(f"/api/entries?{query}").json()["entries"]] == [late["id"]]
+    assert client.get(f"/entries/export.csv?{query}").text.count("\n") == 2  # header + 1

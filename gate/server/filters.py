@@ -52,16 +52,20 @@ def parse_moment(text: str, field: str, zone: ZoneInfo, end_of_day: bool = False
     """
     if len(text) > 32:
         raise BadInput(f"{field}: too long")
+    whole_day = len(text) == 10
     try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            moment = datetime.combine(day + timedelta(days=1) if end_of_day else day, time())
+        if whole_day:
+            moment = datetime.combine(date.fromisoformat(text), time())
         else:
             moment = datetime.fromisoformat(text)
     except ValueError:
         raise BadInput(f"{field}: not a date (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from None
+    # The year is checked on the day as written, before a day is added: 9999-12-31
+    # would overflow, and "to 2100-12-31" ends at 2101-01-01 yet is within the limit.
     if not MIN_YEAR <= moment.year <= MAX_YEAR:
         raise BadInput(f"{field}: year must be between {MIN_YEAR} and {MAX_YEAR}")
+    if whole_day and end_of_day:
+        moment += timedelta(days=1)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
     return moment.astimezone(ZoneInfo("UTC"))
