@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import itertools
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
 from sqlalchemy import Engine, insert
@@ -257,3 +260,55 @@ def test_the_last_day_of_the_allowed_years_is_a_valid_end(tmp_path: Path) -> Non
         assert client.get(f"{path}?{query}").status_code == 200, path
     assert [e["id"] for e in client.get(f"/api/entries?{query}").json()["entries"]] == [late["id"]]
     assert client.get(f"/entries/export.csv?{query}").text.count("\n") == 2  # header + 1
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/entries", "form=2026-11-27"),
+        ("/entries", "outcome=admitted&gates=gate-1"),
+        ("/entries/export.csv", "form=2026-11-27"),
+        ("/entries/export.csv", "before=" + "1" * 10),  # the export has no paging
+        ("/api/entries", "start=2026-11-27"),
+        ("/api/entries", "from=2026-11-27&end=2026-11-28"),
+        ("/stats", "gates=gate-1"),
+        ("/stats/daily.csv", "period=30"),
+        ("/api/stats", "dya=2026-11-20"),
+        ("/audit", "actions=login"),
+    ],
+)
+def test_a_misspelled_filter_is_refused_not_ignored(tmp_path: Path, path: str, query: str) -> None:
+    app, runtime = make_app(tmp_path)
+    seed(runtime.engine, 3)
+    client = client_for(app, "manager")
+    answer = client.get(f"{path}?{query}", headers={"accept": "application/json"})
+    wrong = query.rpartition("&")[2].partition("=")[0]
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["detail"].startswith(f"{wrong}: unknown parameter (use ")
+
+
+def test_every_parameter_the_panel_sends_is_accepted(tmp_path: Path) -> None:
+    """The filter forms, paging links and export links the pages build, followed as a
+    browser would: none of them may trip the unknown-parameter check."""
+    app, runtime = make_app(tmp_path)
+    seed(runtime.engine, 30)
+    client = client_for(app, "manager")
+    page = client.get(
+        "/entries?from=2026-11-20&to=2026-11-21&outcome=admitted&gate=gate-1&limit=25"
+    )
+    assert page.status_code == 200
+    links = re.findall(r'href="(/(?:entries|stats|audit)[^"]*\?[^"]*)"', page.text)
+    older = client.get("/entries?limit=10").text
+    links += re.findall(r'href="(/entries\?[^"]*)"', older)
+    newer = client.get(html.unescape(links[-1])).text
+    links += re.findall(r'href="(/entries\?[^"]*)"', newer)
+    stats = client.get("/stats?day=2026-11-20&days=7&gate=gate-1").text
+    links += re.findall(r'href="(/stats/daily\.csv\?[^"]*)"', stats)
+    assert {"before", "after", "limit"} <= {
+        name for link in links for name in parse_qs(html.unescape(link).partition("?")[2])
+    }
+    for link in links:
+        assert client.get(html.unescape(link)).status_code == 200, link
+    assert client.get("/audit?action=login&before=5").status_code == 200
+    assert client.get("/api/entries?from=2026-11-20&limit=5&before=").status_code == 200
+    assert client.get("/api/stats?day=2026-11-20&days=7&gate=").status_code == 200

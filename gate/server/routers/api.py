@@ -18,7 +18,12 @@ from starlette.concurrency import run_in_threadpool
 
 from gate.errors import GateError
 from gate.server import queries
-from gate.server.filters import BadInput, parse_cursor, parse_entry_filter
+from gate.server.filters import (
+    BadInput,
+    known_parameters_only,
+    parse_cursor,
+    parse_entry_filter,
+)
 from gate.server.routers.entries import Filters
 from gate.server.routers.live import clean_reason
 from gate.server.routers.stats import figures
@@ -157,7 +162,11 @@ async def emergency(request: Request, body: SwitchIn, user: Guard) -> Response:
 # -- manager -------------------------------------------------------------------------------
 
 
-@router.get("/entries", response_model=EntryPageOut, dependencies=[Depends(manager_only)])
+@router.get(
+    "/entries",
+    response_model=EntryPageOut,
+    dependencies=[Depends(manager_only), Depends(known_parameters_only)],
+)
 async def entries(
     request: Request,
     query: Filters,
@@ -188,7 +197,7 @@ async def entries(
     )
 
 
-@router.get("/stats", dependencies=[Depends(manager_only)])
+@router.get("/stats", dependencies=[Depends(manager_only), Depends(known_parameters_only)])
 async def stats(
     request: Request,
     day: Annotated[str, Query(max_length=10)] = "",
