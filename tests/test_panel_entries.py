@@ -13,11 +13,12 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, select
 
 from gate.server.csvexport import safe_cell
 from gate.server.queries import Cursor, EntryFilter, iter_entry_batches, list_entries
-from gate.store.models import Entry, Gate, Outcome
+from gate.store.db import session
+from gate.store.models import Alert, Entry, Gate, Outcome, User
 from tests.panel_support import client_for, make_app, make_runtime
 
 START = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)  # 08:00 in Ho Chi Minh City
@@ -312,3 +313,26 @@ def test_every_parameter_the_panel_sends_is_accepted(tmp_path: Path) -> None:
     assert client.get("/audit?action=login&before=5").status_code == 200
     assert client.get("/api/entries?from=2026-11-20&limit=5&before=").status_code == 200
     assert client.get("/api/stats?day=2026-11-20&days=7&gate=").status_code == 200
+
+
+def test_the_api_gives_times_with_their_offset_in_the_panels_zone(tmp_path: Path) -> None:
+    """A bare "16:30:00" reads as local time to anyone who sees 23:30 on the page."""
+    app, runtime = make_app(tmp_path)
+    seen = datetime(2026, 11, 25, 16, 30, tzinfo=UTC)  # 23:30 in Ho Chi Minh City
+    seed(runtime.engine, 1, seen_at=seen)
+    with session(runtime.engine) as db:
+        db.add(Alert(gate_id="gate-1", kind="station", severity="critical", raised_at=seen))
+        user = db.scalars(select(User).where(User.username == "security")).one()
+        user.locked_until = seen
+        db.add(user)
+        db.commit()
+    admin = client_for(app, "admin")
+    (entry,) = admin.get("/api/entries").json()["entries"]
+    (alert,) = admin.get("/api/alerts").json()
+    (locked,) = [u for u in admin.get("/api/users").json() if u["locked_until"]]
+    assert entry["seen_at"] == alert["raised_at"] == locked["locked_until"]
+    assert entry["seen_at"] == "2026-11-25T23:30:00+07:00"
+    assert datetime.fromisoformat(entry["seen_at"]) == seen
+    assert "23:30:00" in client_for(app, "manager").get("/entries/export.csv").text
+    docs = admin.get("/api/docs").text  # the panel speaks Vietnamese unless told otherwise
+    assert "kèm độ lệch so với UTC, theo múi giờ Asia/Ho_Chi_Minh" in docs
