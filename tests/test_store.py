@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from alembic import command
-from sqlalchemy import Engine, select, text
+from alembic import command, op
+from sqlalchemy import Engine, event, select, text
 
 from gate.config import Settings
+from gate.errors import GateError
 from gate.store import records
 from gate.store.db import alembic_config, make_engine, session, table_names, upgrade
 from gate.store.models import AuditEvent, Entry, Outcome
@@ -153,3 +155,50 @@ def test_retention_also_clears_day_folders_past_the_age_of_pictures_no_entry_nam
     left = sorted(p.name for p in snapshots.iterdir())
     assert left == sorted([days[6].name, days[7].name, "not-a-day"])  # day 7 reaches back 7 days
     assert (days[7] / "orphan.jpg").exists() and (days[6] / "orphan.jpg").exists()
+
+
+def test_a_full_disk_during_the_first_migration_leaves_a_database_that_can_start(
+    tmp_path: Path,
+) -> None:
+    """SQLite stops at its page limit as at a full disk. Before, the tables created up to
+    that point stayed without alembic_version and every later start failed on them."""
+    eng = make_engine(f"sqlite:///{tmp_path / 'gate.db'}")
+    full = {"pages": 8}  # room for the first tables, not for all of them
+
+    @event.listens_for(eng, "connect")
+    def _disk_size(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        dbapi_connection.execute(f"PRAGMA max_page_count={full['pages']}")
+
+    with pytest.raises(GateError, match="database or disk is full"):
+        upgrade(eng)
+    assert table_names(eng) == []
+    full["pages"] = 1_000_000
+    eng.dispose()  # the limit is per connection
+    upgrade(eng)
+    assert "entry" in table_names(eng)
+    with eng.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+
+
+def test_a_migration_that_fails_midway_changes_nothing_and_runs_again(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = alembic_config(engine)
+    command.downgrade(config, "base")
+    before = table_names(engine)
+    created = itertools.count()
+    real = op.create_table
+
+    def create_table_then_fail(*args: object, **kwargs: object) -> object:
+        if next(created) == 1:  # the second table: the first is already there
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(op, "create_table", create_table_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        upgrade(engine)
+    assert table_names(engine) == before
+    monkeypatch.undo()
+    upgrade(engine)
+    assert {"alert", "entry", "revokedsession"} <= set(table_names(engine))
+    command.check(config)
