@@ -336,3 +336,17 @@ def test_the_api_gives_times_with_their_offset_in_the_panels_zone(tmp_path: Path
     assert "23:30:00" in client_for(app, "manager").get("/entries/export.csv").text
     docs = admin.get("/api/docs").text  # the panel speaks Vietnamese unless told otherwise
     assert "kèm độ lệch so với UTC, theo múi giờ Asia/Ho_Chi_Minh" in docs
+
+
+def test_the_export_has_the_first_check_beside_its_label(tmp_path: Path) -> None:
+    """A visitor refused for no mask who then put one on: both steps, as the detail page
+    shows them, with the first one's time local like the others."""
+    app, runtime = make_app(tmp_path)
+    first = datetime(2026, 11, 25, 16, 30, 5, tzinfo=UTC)
+    seed(runtime.engine, 1, first_label="no_mask", first_decided_at=first, decided_at=first)
+    body = client_for(app, "manager").get("/entries/export.csv").content.decode("utf-8-sig")
+    header, row = list(csv.reader(io.StringIO(body)))
+    assert header[header.index("first_label") + 1] == "first_decided"
+    exported = dict(zip(header, row, strict=True))
+    assert exported["first_label"] == "no_mask"
+    assert exported["first_decided"] == exported["decided"] == "2026-11-25 23:30:05"

@@ -39,6 +39,7 @@ EXPORT_HEADER = (
     "mask_label",
     "mask_score",
     "first_label",
+    "first_decided",
     "sanitized",
     "door_opened",
     "decided",
