@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import itertools
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, select
 
 from gate.server.csvexport import safe_cell
 from gate.server.queries import Cursor, EntryFilter, iter_entry_batches, list_entries
-from gate.store.models import Entry, Gate, Outcome
+from gate.store.db import session
+from gate.store.models import Alert, Entry, Gate, Outcome, User
 from tests.panel_support import client_for, make_app, make_runtime
 
 START = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)  # 08:00 in Ho Chi Minh City
@@ -230,3 +234,119 @@ def test_cursor_round_trip_and_refusals() -> None:
     for text in ("", "1", "x.y", "1." + "0" * 36, "99999999999999999999." + cursor.id):
         with pytest.raises(ValueError):
             Cursor.decode(text)
+
+
+FILTERED = ("/entries", "/entries/export.csv", "/api/entries")
+
+
+def test_a_date_at_the_end_of_the_calendar_is_refused_cleanly(tmp_path: Path) -> None:
+    """The day after 9999-12-31 does not exist: the year check comes before it is added."""
+    app, _runtime = make_app(tmp_path)
+    client = client_for(app, "manager")
+    for path in FILTERED:
+        for query in ("to=9999-12-31", "from=9999-12-31"):
+            answer = client.get(f"{path}?{query}", headers={"accept": "application/json"})
+            assert answer.status_code == 400, (path, query)
+            field = query.partition("=")[0]
+            assert answer.json() == {"detail": f"{field}: year must be between 2000 and 2100"}
+
+
+def test_the_last_day_of_the_allowed_years_is_a_valid_end(tmp_path: Path) -> None:
+    app, runtime = make_app(tmp_path)
+    late = seed(runtime.engine, 1, seen_at=datetime(2100, 12, 31, 12, 0, tzinfo=UTC))[0]
+    seed(runtime.engine, 1, seen_at=datetime(1999, 12, 31, 12, 0, tzinfo=UTC))
+    client = client_for(app, "manager")
+    query = "from=2000-01-01&to=2100-12-31"
+    for path in FILTERED:
+        assert client.get(f"{path}?{query}").status_code == 200, path
+    assert [e["id"] for e in client.get(f"/api/entries?{query}").json()["entries"]] == [late["id"]]
+    assert client.get(f"/entries/export.csv?{query}").text.count("\n") == 2  # header + 1
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/entries", "form=2026-11-27"),
+        ("/entries", "outcome=admitted&gates=gate-1"),
+        ("/entries/export.csv", "form=2026-11-27"),
+        ("/entries/export.csv", "before=" + "1" * 10),  # the export has no paging
+        ("/api/entries", "start=2026-11-27"),
+        ("/api/entries", "from=2026-11-27&end=2026-11-28"),
+        ("/stats", "gates=gate-1"),
+        ("/stats/daily.csv", "period=30"),
+        ("/api/stats", "dya=2026-11-20"),
+        ("/audit", "actions=login"),
+    ],
+)
+def test_a_misspelled_filter_is_refused_not_ignored(tmp_path: Path, path: str, query: str) -> None:
+    app, runtime = make_app(tmp_path)
+    seed(runtime.engine, 3)
+    client = client_for(app, "manager")
+    answer = client.get(f"{path}?{query}", headers={"accept": "application/json"})
+    wrong = query.rpartition("&")[2].partition("=")[0]
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["detail"].startswith(f"{wrong}: unknown parameter (use ")
+
+
+def test_every_parameter_the_panel_sends_is_accepted(tmp_path: Path) -> None:
+    """The filter forms, paging links and export links the pages build, followed as a
+    browser would: none of them may trip the unknown-parameter check."""
+    app, runtime = make_app(tmp_path)
+    seed(runtime.engine, 30)
+    client = client_for(app, "manager")
+    page = client.get(
+        "/entries?from=2026-11-20&to=2026-11-21&outcome=admitted&gate=gate-1&limit=25"
+    )
+    assert page.status_code == 200
+    links = re.findall(r'href="(/(?:entries|stats|audit)[^"]*\?[^"]*)"', page.text)
+    older = client.get("/entries?limit=10").text
+    links += re.findall(r'href="(/entries\?[^"]*)"', older)
+    newer = client.get(html.unescape(links[-1])).text
+    links += re.findall(r'href="(/entries\?[^"]*)"', newer)
+    stats = client.get("/stats?day=2026-11-20&days=7&gate=gate-1").text
+    links += re.findall(r'href="(/stats/daily\.csv\?[^"]*)"', stats)
+    assert {"before", "after", "limit"} <= {
+        name for link in links for name in parse_qs(html.unescape(link).partition("?")[2])
+    }
+    for link in links:
+        assert client.get(html.unescape(link)).status_code == 200, link
+    assert client.get("/audit?action=login&before=5").status_code == 200
+    assert client.get("/api/entries?from=2026-11-20&limit=5&before=").status_code == 200
+    assert client.get("/api/stats?day=2026-11-20&days=7&gate=").status_code == 200
+
+
+def test_the_api_gives_times_with_their_offset_in_the_panels_zone(tmp_path: Path) -> None:
+    """A bare "16:30:00" reads as local time to anyone who sees 23:30 on the page."""
+    app, runtime = make_app(tmp_path)
+    seen = datetime(2026, 11, 25, 16, 30, tzinfo=UTC)  # 23:30 in Ho Chi Minh City
+    seed(runtime.engine, 1, seen_at=seen)
+    with session(runtime.engine) as db:
+        db.add(Alert(gate_id="gate-1", kind="station", severity="critical", raised_at=seen))
+        user = db.scalars(select(User).where(User.username == "security")).one()
+        user.locked_until = seen
+        db.add(user)
+        db.commit()
+    admin = client_for(app, "admin")
+    (entry,) = admin.get("/api/entries").json()["entries"]
+    (alert,) = admin.get("/api/alerts").json()
+    (locked,) = [u for u in admin.get("/api/users").json() if u["locked_until"]]
+    assert entry["seen_at"] == alert["raised_at"] == locked["locked_until"]
+    assert entry["seen_at"] == "2026-11-25T23:30:00+07:00"
+    assert datetime.fromisoformat(entry["seen_at"]) == seen
+    assert "23:30:00" in client_for(app, "manager").get("/entries/export.csv").text
+    docs = admin.get("/api/docs").text  # the panel speaks Vietnamese unless told otherwise
+    assert "kèm độ lệch so với UTC, theo múi giờ Asia/Ho_Chi_Minh" in docs
+
+
+def test_the_export_has_the_first_check_beside_its_label(tmp_path: Path) -> None:
+    """A visitor refused for no mask who then put one on: both steps, as the detail page
+    shows them, with the first one's time local like the others."""
+    app, runtime = make_app(tmp_path)
+    first = datetime(2026, 11, 25, 16, 30, 5, tzinfo=UTC)
+    seed(runtime.engine, 1, first_label="no_mask", first_decided_at=first, decided_at=first)
+    body = client_for(app, "manager").get("/entries/export.csv").content.decode("utf-8-sig")
+    header, row = list(csv.reader(io.StringIO(body)))
+    assert header[header.index("first_label") + 1] == "first_decided"
+    exported = dict(zip(header, row, strict=True))
+    assert exported["first_label"] == "no_mask"
+    assert exported["first_decided"] == exported["decided"] == "2026-11-25 23:30:05"

@@ -2,7 +2,7 @@
 
 Anything that does not parse is a BadInput (answered 400 with the reason),
 never a 500 and never a silently ignored filter: a manager exporting "last
-week" must not get "everything" because of a typo.
+week" must not get "everything" because of a typo, in a value or in a name.
 """
 
 from __future__ import annotations
@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
+
+from fastapi import Request
+from fastapi.dependencies.models import Dependant
 
 from gate.server.queries import Cursor, EntryFilter
 from gate.store.models import Outcome
@@ -52,19 +55,43 @@ def parse_moment(text: str, field: str, zone: ZoneInfo, end_of_day: bool = False
     """
     if len(text) > 32:
         raise BadInput(f"{field}: too long")
+    whole_day = len(text) == 10
     try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            moment = datetime.combine(day + timedelta(days=1) if end_of_day else day, time())
+        if whole_day:
+            moment = datetime.combine(date.fromisoformat(text), time())
         else:
             moment = datetime.fromisoformat(text)
     except ValueError:
         raise BadInput(f"{field}: not a date (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from None
+    # The year is checked on the day as written, before a day is added: 9999-12-31
+    # would overflow, and "to 2100-12-31" ends at 2101-01-01 yet is within the limit.
     if not MIN_YEAR <= moment.year <= MAX_YEAR:
         raise BadInput(f"{field}: year must be between {MIN_YEAR} and {MAX_YEAR}")
+    if whole_day and end_of_day:
+        moment += timedelta(days=1)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
     return moment.astimezone(ZoneInfo("UTC"))
+
+
+def known_parameters_only(request: Request) -> None:
+    """A dependency for filtered pages: a query parameter the endpoint does not read is
+    a BadInput naming it, so "?form=" or "?start=" is refused rather than ignored.
+
+    The names come from the endpoint's own declared parameters (its dependencies'
+    included), so a parameter added to an endpoint is accepted without a list to update.
+    """
+    known: set[str] = set()
+    pending: list[Dependant] = [request.scope["route"].dependant]
+    while pending:
+        dependant = pending.pop()
+        known.update(field.alias for field in dependant.query_params)
+        pending.extend(dependant.dependencies)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise BadInput(
+            f"{unknown[0][:MAX_TEXT]}: unknown parameter (use {', '.join(sorted(known))})"
+        )
 
 
 def parse_entry_filter(query: EntryQuery, zone: ZoneInfo, gates: list[str]) -> EntryFilter:

@@ -95,6 +95,7 @@ EXPORT_COLUMNS = (
     Entry.mask_label,
     Entry.mask_score,
     Entry.first_label,
+    Entry.first_decided_at,
     Entry.sanitized,
     Entry.door_opened,
     Entry.decided_at,

@@ -67,6 +67,9 @@ class Entry(SQLModel, table=True):
         UniqueConstraint("gate_id", "unlock_ref", name="uq_entry_gate_ref"),
         Index("ix_entry_gate_seen", "gate_id", "seen_at"),
         Index("ix_entry_outcome_seen", "outcome", "seen_at"),
+        # Gate and outcome together: with only the two above, a quiet gate filtered by
+        # a common outcome walks that outcome's rows at every gate (seconds per page).
+        Index("ix_entry_gate_outcome_seen", "gate_id", "outcome", "seen_at"),
     )
 
     id: str = Field(default_factory=lambda: str(uuid.uuid4()), primary_key=True, max_length=36)

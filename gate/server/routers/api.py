@@ -2,6 +2,9 @@
 
 Authentication is the panel's session cookie; state-changing calls send the
 session's CSRF token in the ``X-CSRF-Token`` header (``GET /api/me`` returns it).
+Every time it returns is ISO 8601 with its offset, in server.timezone
+("2026-11-25T23:30:00+07:00"): the wall-clock time the pages and the CSV show,
+and still one exact instant for a program.
 The docs page is rendered here from the schema rather than by Swagger UI,
 which would pull its scripts from a CDN.
 """
@@ -9,16 +12,23 @@ which would pull its scripts from a CDN.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from gate.errors import GateError
 from gate.server import queries
-from gate.server.filters import BadInput, parse_cursor, parse_entry_filter
+from gate.server.filters import (
+    BadInput,
+    known_parameters_only,
+    parse_cursor,
+    parse_entry_filter,
+)
+from gate.server.i18n import as_utc
 from gate.server.routers.entries import Filters
 from gate.server.routers.live import clean_reason
 from gate.server.routers.stats import figures
@@ -59,7 +69,7 @@ class SwitchIn(OverrideIn):
 class EntryOut(BaseModel):
     id: str
     gate_id: str
-    seen_at: datetime
+    seen_at: AwareDatetime
     outcome: str
     mask_label: str | None
     mask_score: float | None
@@ -80,14 +90,33 @@ class AlertOut(BaseModel):
     kind: str
     severity: str
     message: str
-    raised_at: datetime
+    raised_at: AwareDatetime
 
 
 class UserOut(BaseModel):
     username: str
     role: str
     disabled: bool
-    locked_until: datetime | None
+    locked_until: AwareDatetime | None
+
+
+Out = TypeVar("Out", bound=BaseModel)
+
+
+def _out(model: type[Out], source: Any, zone: ZoneInfo, **given: Any) -> Out:
+    """``model`` from ``source``'s attributes, its times moved into the panel's zone.
+
+    The store hands back UTC (naive from SQLite); a bare UTC time in the JSON
+    read as local time is seven hours off in Ho Chi Minh City.
+    """
+    values = {k: getattr(source, k) for k in model.model_fields if k not in given}
+    return model(
+        **{
+            k: as_utc(v).astimezone(zone) if isinstance(v, datetime) else v
+            for k, v in values.items()
+        },
+        **given,
+    )
 
 
 @router.get("/me", response_model=Me)
@@ -119,7 +148,7 @@ async def alerts(request: Request) -> list[AlertOut]:
     """This gate's open alerts, critical ones first (at most 100)."""
     p = panel(request)
     alerts = await run_in_threadpool(queries.open_alerts, p.engine, p.settings.gate_id)
-    return [AlertOut.model_validate(a, from_attributes=True) for a in alerts.shown]
+    return [_out(AlertOut, a, p.zone) for a in alerts.shown]
 
 
 @router.post("/alerts/{alert_id}/ack", status_code=204)
@@ -169,7 +198,11 @@ async def emergency(request: Request, body: SwitchIn, user: Guard) -> Response:
 # -- manager -------------------------------------------------------------------------------
 
 
-@router.get("/entries", response_model=EntryPageOut, dependencies=[Depends(manager_only)])
+@router.get(
+    "/entries",
+    response_model=EntryPageOut,
+    dependencies=[Depends(manager_only), Depends(known_parameters_only)],
+)
 async def entries(
     request: Request,
     query: Filters,
@@ -188,19 +221,13 @@ async def entries(
         parse_cursor(after, "after"),
     )
     return EntryPageOut(
-        entries=[
-            EntryOut(
-                **{k: getattr(r, k) for k in EntryOut.model_fields if k != "has_snapshot"},
-                has_snapshot=bool(r.snapshot_path),
-            )
-            for r in page.rows
-        ],
+        entries=[_out(EntryOut, r, p.zone, has_snapshot=bool(r.snapshot_path)) for r in page.rows],
         newer=page.newer.encode() if page.newer else None,
         older=page.older.encode() if page.older else None,
     )
 
 
-@router.get("/stats", dependencies=[Depends(manager_only)])
+@router.get("/stats", dependencies=[Depends(manager_only), Depends(known_parameters_only)])
 async def stats(
     request: Request,
     day: Annotated[str, Query(max_length=10)] = "",
@@ -228,5 +255,6 @@ async def stats(
 
 @router.get("/users", response_model=list[UserOut], dependencies=[Depends(admin_only)])
 async def users(request: Request) -> list[UserOut]:
-    rows = await run_in_threadpool(list_users, panel(request).engine)
-    return [UserOut.model_validate(u, from_attributes=True) for u in rows]
+    p = panel(request)
+    rows = await run_in_threadpool(list_users, p.engine)
+    return [_out(UserOut, u, p.zone) for u in rows]

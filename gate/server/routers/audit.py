@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from gate.server import queries, texts
+from gate.server.filters import known_parameters_only
 from gate.server.web import panel, render, require, translator
 from gate.store.models import Role
 
@@ -17,7 +18,7 @@ router = APIRouter(prefix="/audit", dependencies=[Depends(require(Role.MANAGER))
 PAGE = 100
 
 
-@router.get("")
+@router.get("", dependencies=[Depends(known_parameters_only)])
 async def audit_page(
     request: Request,
     action: Annotated[str, Query(max_length=64)] = "",

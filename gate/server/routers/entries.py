@@ -17,7 +17,12 @@ from starlette.concurrency import run_in_threadpool
 
 from gate.server import queries
 from gate.server.csvexport import csv_download
-from gate.server.filters import EntryQuery, parse_cursor, parse_entry_filter
+from gate.server.filters import (
+    EntryQuery,
+    known_parameters_only,
+    parse_cursor,
+    parse_entry_filter,
+)
 from gate.server.web import panel, render, require
 from gate.store.models import Outcome, Role
 
@@ -34,6 +39,7 @@ EXPORT_HEADER = (
     "mask_label",
     "mask_score",
     "first_label",
+    "first_decided",
     "sanitized",
     "door_opened",
     "decided",
@@ -57,7 +63,7 @@ def entry_query(
 Filters = Annotated[EntryQuery, Depends(entry_query)]
 
 
-@router.get("")
+@router.get("", dependencies=[Depends(known_parameters_only)])
 async def entries_page(
     request: Request,
     query: Filters,
@@ -95,7 +101,7 @@ async def entries_page(
     )
 
 
-@router.get("/export.csv")
+@router.get("/export.csv", dependencies=[Depends(known_parameters_only)])
 async def export_csv(request: Request, query: Filters) -> Response:
     """Stream every matching entry; the sync generator runs in the threadpool batch by batch."""
     p = panel(request)

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gate.server import charts, queries, statistics
 from gate.server.csvexport import csv_download
-from gate.server.filters import BadInput, parse_day
+from gate.server.filters import BadInput, known_parameters_only, parse_day
 from gate.server.web import panel, render, require, translator
 from gate.store.models import Role
 
@@ -36,7 +36,7 @@ async def figures(
     return stats, gates
 
 
-@router.get("/daily.csv")
+@router.get("/daily.csv", dependencies=[Depends(known_parameters_only)])
 async def daily_csv(request: Request, day: Day = "", days: int = 7, gate: Gate = "") -> Response:
     """The daily table of the page, for a spreadsheet: one row per local day."""
     stats, _gates = await figures(request, day, days, gate)
@@ -47,7 +47,7 @@ async def daily_csv(request: Request, day: Day = "", days: int = 7, gate: Gate =
     )
 
 
-@router.get("")
+@router.get("", dependencies=[Depends(known_parameters_only)])
 async def stats_page(request: Request, day: Day = "", days: int = 7, gate: Gate = "") -> Response:
     _ = translator(request)
     stats, gates = await figures(request, day, days, gate)
