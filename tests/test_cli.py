@@ -38,6 +38,13 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> N
         assert word in lines[0], lines[0]
 
 
+def assert_user_error(result: subprocess.CompletedProcess, cwd: Path, *words: str) -> None:
+    """A mistake of the user's: one `error:` line, exit 2, and no crash log in `cwd`."""
+    assert_one_line_error(result, *words)
+    assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr
+    assert not (cwd / "gate-crash.log").exists()
+
+
 def write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
@@ -113,6 +120,43 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, words:
     config = write(tmp_path / "bad.toml", text)
     assert_one_line_error(gate("config", "check", str(config)), *words)
     assert_one_line_error(gate("run", "--config", str(config)), *words)
+
+
+@pytest.mark.parametrize(
+    "variable", ["GATE_CAMERA", "GATE_SERVER__KIOSK_ADDRESSES", "GATE_CAMERA__ROI"]
+)
+def test_an_environment_value_that_is_not_json_names_its_variable(
+    tmp_path: Path, variable: str
+) -> None:
+    """A section, a list or a tuple set from the environment is JSON; anything else is
+    named by its variable, not by the library's internal error."""
+    result = gate("config", "show", env={variable: "garbage"}, cwd=tmp_path)
+    assert_user_error(result, tmp_path, variable, "not valid JSON")
+
+
+def test_json_in_the_environment_still_sets_sections_and_lists() -> None:
+    env = {"GATE_CAMERA": '{"source": "0"}', "GATE_SERVER__KIOSK_ADDRESSES": '["10.0.0.5"]'}
+    shown = json.loads(gate("config", "show", env=env).stdout)
+    assert shown["camera"]["source"] == "0"
+    assert shown["server"]["kiosk_addresses"] == ["10.0.0.5"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "meant"),
+    [
+        ("GATE_UNLOCK_SECONDS", "GATE_POLICY__UNLOCK_SECONDS"),
+        ("GATE_POLICY_UNLOCK_SECONDS", "GATE_POLICY__UNLOCK_SECONDS"),
+        ("gate_data_dri", "GATE_DATA_DIR"),
+        ("GATE_POLICY__UNLOK_SECONDS", "GATE_POLICY__UNLOCK_SECONDS"),
+    ],
+)
+def test_an_unknown_environment_variable_is_one_line_naming_it(
+    tmp_path: Path, variable: str, meant: str
+) -> None:
+    """A typo in a variable is an error, as in the file, not a silent fall back to the default."""
+    result = gate("config", "show", env={variable: "4"}, cwd=tmp_path)
+    assert_user_error(result, tmp_path, variable.upper(), f"did you mean {meant}?")
+    assert_one_line_error(gate("run", env={variable: "4"}), variable.upper())
 
 
 def test_missing_config_file_is_one_line() -> None:
