@@ -186,6 +186,20 @@ def test_bad_database_url_is_one_line(tmp_path: Path, url: str, word: str) -> No
     assert_one_line_error(gate("run", env=env), word)
 
 
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["db", "purge"], ["user", "list"]])
+def test_a_file_that_is_no_database_is_one_line_and_left_alone(
+    tmp_path: Path, command: list[str]
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    config = write(data / "gate.toml", "[policy]\nunlock_seconds = 4\n")
+    env = {"GATE_DATABASE_URL": f"sqlite:///{config}", "GATE_DATA_DIR": str(data)}
+    result = gate(*command, env=env, cwd=tmp_path)
+    assert_user_error(result, tmp_path, "cannot open database", "file is not a database")
+    assert config.read_text(encoding="utf-8") == "[policy]\nunlock_seconds = 4\n"
+    assert [p.name for p in data.iterdir()] == ["gate.toml"]
+
+
 def test_simulated_visitors_never_reach_a_real_door(tmp_path: Path) -> None:
     """A config that names the door's serial port but keeps the default, simulated camera
     is refused, by `gate run` before anything opens and by `gate config check`."""
