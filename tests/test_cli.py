@@ -252,6 +252,11 @@ def test_missing_camera_is_one_line(tmp_path: Path, source: str, words: list[str
     assert_one_line_error(gate("run", env=env), *words)
 
 
+def test_a_models_folder_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    result = gate("models", "fetch", "--data-dir", "/proc/x", cwd=tmp_path)  # not even for root
+    assert_user_error(result, tmp_path, "data dir /proc/x/models", "not writable")
+
+
 def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
     result = gate("db", "upgrade", env={"GATE_DATA_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
