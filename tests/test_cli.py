@@ -257,6 +257,21 @@ def test_a_models_folder_that_cannot_be_made_is_one_line(tmp_path: Path) -> None
     assert_user_error(result, tmp_path, "data dir /proc/x/models", "not writable")
 
 
+def test_a_damaged_facemesh_model_is_one_line_and_closes_the_detector(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    """The detector is open when the FaceMesh check fails; left open, MediaPipe's
+    finaliser printed a traceback at exit after the one-line error."""
+    models = tmp_path / "data" / "models"
+    models.mkdir(parents=True)
+    detector = "face_detector_short_range.tflite"
+    (models / detector).symlink_to(models_dir / detector)
+    (models / "face_landmark.tflite").write_bytes(b"")
+    env = {"GATE_DATA_DIR": str(tmp_path / "data")}
+    result = gate("bench", "decision", "--visitors", "1", env=env, cwd=tmp_path)
+    assert_user_error(result, tmp_path, "FaceMesh", "face_landmark.tflite", "SHA-256")
+
+
 def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
     result = gate("db", "upgrade", env={"GATE_DATA_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
