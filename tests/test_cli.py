@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -270,6 +272,24 @@ def test_a_damaged_facemesh_model_is_one_line_and_closes_the_detector(
     env = {"GATE_DATA_DIR": str(tmp_path / "data")}
     result = gate("bench", "decision", "--visitors", "1", env=env, cwd=tmp_path)
     assert_user_error(result, tmp_path, "FaceMesh", "face_landmark.tflite", "SHA-256")
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.0, 6.0])
+def test_ctrl_c_at_any_point_ends_quietly(tmp_path: Path, delay: float) -> None:
+    """An interrupt during the seconds of start-up imports, or later (here the command
+    waits for a password), exits 130 with no traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATE_")}
+    command = [*GATE, "user", "add", "bob", "--role", "manager", "--password-stdin"]
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env | {"GATE_DATA_DIR": str(tmp_path)}, cwd=tmp_path,
+    ) as process:  # fmt: skip
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in out + err and len(err.strip().splitlines()) <= 1, err
+    assert not (tmp_path / "gate-crash.log").exists()
 
 
 def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
