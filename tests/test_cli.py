@@ -274,6 +274,19 @@ def test_a_damaged_facemesh_model_is_one_line_and_closes_the_detector(
     assert_user_error(result, tmp_path, "FaceMesh", "face_landmark.tflite", "SHA-256")
 
 
+@pytest.mark.parametrize("limit", ["-1", "0"])
+def test_eval_refuses_a_limit_below_one(tmp_path: Path, data_dir: Path, limit: str) -> None:
+    """-1 evaluated nothing and exited 0."""
+    import cv2
+    import numpy as np
+
+    (tmp_path / "faces" / "with_mask").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "faces" / "with_mask" / "face.jpg"), np.zeros((64, 64, 3), np.uint8))
+    faces, models = str(tmp_path / "faces"), str(data_dir)
+    result = gate("eval", faces, "--limit", limit, "--data-dir", models, cwd=tmp_path)
+    assert_user_error(result, tmp_path, f"--limit {limit}", "at least 1")
+
+
 @pytest.mark.parametrize("delay", [0.3, 1.0, 2.0, 6.0])
 def test_ctrl_c_at_any_point_ends_quietly(tmp_path: Path, delay: float) -> None:
     """An interrupt during the seconds of start-up imports, or later (here the command
