@@ -2,13 +2,15 @@
 
 Settings come from (highest first) keyword arguments, ``GATE_*`` environment
 variables (nested with ``__``, e.g. ``GATE_POLICY__UNLOCK_SECONDS=4``) and a TOML
-file. Unknown keys anywhere are errors, so a typo never silently falls back to a
-default at a door.
+file. Unknown keys anywhere are errors, and so are GATE_* variables that name no
+setting, so a typo never silently falls back to a default at a door.
 """
 
 from __future__ import annotations
 
+import difflib
 import tomllib
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -23,8 +25,10 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -183,7 +187,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, GateEnvironment(settings_cls)]
         if cls._toml_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
         return tuple(sources)
@@ -196,6 +200,64 @@ class Settings(BaseSettings):
     def snapshots_dir(self) -> Path:
         """Pictures of visitors, one folder per UTC day (YYYY-MM-DD)."""
         return self.data_dir / "snapshots"
+
+
+class GateEnvironment(EnvSettingsSource):
+    """The GATE_* variables, held to the file's rules: a variable that names no setting is
+    an error, as an unknown key is, and a value that is not JSON where a section or a list
+    needs it is named by its variable (the library names only the section)."""
+
+    def __call__(self) -> dict[str, Any]:
+        sections, settings = self._names()
+        for variable in self.env_vars:
+            name = variable.upper()
+            if name.startswith(self.env_prefix.upper()) and name not in sections + settings:
+                guess = difflib.get_close_matches(name, settings, n=1)
+                hint = f" (did you mean {guess[0]}?)" if guess else ""
+                raise GateError(f"unknown environment variable {name}{hint}")
+        return super().__call__()
+
+    def _names(self) -> tuple[list[str], list[str]]:
+        """The variables that name a whole section (GATE_CAMERA, as JSON), and those that
+        name one setting (GATE_DATA_DIR, GATE_CAMERA__SOURCE): the ones a typo most likely
+        meant."""
+        sections, settings = [], []
+        for field_name, field in self.settings_cls.model_fields.items():
+            name = f"{self.env_prefix}{field_name}".upper()
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                sections.append(name)
+                settings += [
+                    f"{name}{self.env_nested_delimiter}{key}".upper()
+                    for key in field.annotation.model_fields
+                ]
+            else:
+                settings.append(name)
+        return sections, settings
+
+    def prepare_field_value(
+        self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool
+    ) -> Any:
+        try:
+            return super().prepare_field_value(field_name, field, value, value_is_complex)
+        except ValueError as exc:  # a whole section in one variable: GATE_CAMERA='{...}'
+            raise _not_json(f"{self.env_prefix}{field_name}", exc) from None
+
+    def explode_env_vars(
+        self, field_name: str, field: FieldInfo, env_vars: Mapping[str, str | None]
+    ) -> dict[str, Any]:
+        try:
+            return super().explode_env_vars(field_name, field, env_vars)
+        except ValueError as exc:  # one key of a section: find which variable holds it
+            for name, value in env_vars.items():
+                try:
+                    super().explode_env_vars(field_name, field, {name: value})
+                except ValueError:
+                    raise _not_json(name, exc) from None
+            raise
+
+
+def _not_json(variable: str, exc: ValueError) -> GateError:
+    return GateError(f"environment variable {variable.upper()} is not valid JSON: {exc}")
 
 
 def off_the_record(settings: Settings, scratch: Path) -> Settings:

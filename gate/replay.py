@@ -30,7 +30,11 @@ class VideoFrames:
         if not path.is_file():
             raise GateError(f"video not found: {path}")
         self._capture = cv2.VideoCapture(str(path))
-        if not self._capture.isOpened():
+        # OpenCV "opens" any file it can guess a reader for, so only a first frame proves
+        # it is a video; it is kept for read().
+        ok, self._first = self._capture.read()
+        if not ok:
+            self._capture.release()
             raise GateError(f"cannot decode video {path}")
         fps = self._capture.get(cv2.CAP_PROP_FPS)
         self.fps = fps if 0 < fps < 1000 else 25.0
@@ -44,10 +48,12 @@ class VideoFrames:
     def read(self) -> tuple[float, np.ndarray] | None:
         if self.done:
             return None
-        ok, frame = self._capture.read()
-        if not ok:
-            self.done = True
-            return None
+        frame, self._first = self._first, None
+        if frame is None:
+            ok, frame = self._capture.read()
+            if not ok:
+                self.done = True
+                return None
         self.index += 1
         return self.now, frame
 

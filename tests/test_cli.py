@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,6 +39,13 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> N
     assert len(lines) == 1, result.stderr
     for word in words:
         assert word in lines[0], lines[0]
+
+
+def assert_user_error(result: subprocess.CompletedProcess, cwd: Path, *words: str) -> None:
+    """A mistake of the user's: one `error:` line, exit 2, and no crash log in `cwd`."""
+    assert_one_line_error(result, *words)
+    assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr
+    assert not (cwd / "gate-crash.log").exists()
 
 
 def write(path: Path, text: str) -> Path:
@@ -116,6 +125,43 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, words:
     assert_one_line_error(gate("run", "--config", str(config)), *words)
 
 
+@pytest.mark.parametrize(
+    "variable", ["GATE_CAMERA", "GATE_SERVER__KIOSK_ADDRESSES", "GATE_CAMERA__ROI"]
+)
+def test_an_environment_value_that_is_not_json_names_its_variable(
+    tmp_path: Path, variable: str
+) -> None:
+    """A section, a list or a tuple set from the environment is JSON; anything else is
+    named by its variable, not by the library's internal error."""
+    result = gate("config", "show", env={variable: "garbage"}, cwd=tmp_path)
+    assert_user_error(result, tmp_path, variable, "not valid JSON")
+
+
+def test_json_in_the_environment_still_sets_sections_and_lists() -> None:
+    env = {"GATE_CAMERA": '{"source": "0"}', "GATE_SERVER__KIOSK_ADDRESSES": '["10.0.0.5"]'}
+    shown = json.loads(gate("config", "show", env=env).stdout)
+    assert shown["camera"]["source"] == "0"
+    assert shown["server"]["kiosk_addresses"] == ["10.0.0.5"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "meant"),
+    [
+        ("GATE_UNLOCK_SECONDS", "GATE_POLICY__UNLOCK_SECONDS"),
+        ("GATE_POLICY_UNLOCK_SECONDS", "GATE_POLICY__UNLOCK_SECONDS"),
+        ("gate_data_dri", "GATE_DATA_DIR"),
+        ("GATE_POLICY__UNLOK_SECONDS", "GATE_POLICY__UNLOCK_SECONDS"),
+    ],
+)
+def test_an_unknown_environment_variable_is_one_line_naming_it(
+    tmp_path: Path, variable: str, meant: str
+) -> None:
+    """A typo in a variable is an error, as in the file, not a silent fall back to the default."""
+    result = gate("config", "show", env={variable: "4"}, cwd=tmp_path)
+    assert_user_error(result, tmp_path, variable.upper(), f"did you mean {meant}?")
+    assert_one_line_error(gate("run", env={variable: "4"}), variable.upper())
+
+
 def test_missing_config_file_is_one_line() -> None:
     assert_one_line_error(gate("run", "--config", "/nonexistent/gate.toml"), "not found")
 
@@ -141,6 +187,20 @@ def test_bad_database_url_is_one_line(tmp_path: Path, url: str, word: str) -> No
     env = {"GATE_DATABASE_URL": url, "GATE_DATA_DIR": str(tmp_path)}
     assert_one_line_error(gate("db", "upgrade", env=env), word)
     assert_one_line_error(gate("run", env=env), word)
+
+
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["db", "purge"], ["user", "list"]])
+def test_a_file_that_is_no_database_is_one_line_and_left_alone(
+    tmp_path: Path, command: list[str]
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    config = write(data / "gate.toml", "[policy]\nunlock_seconds = 4\n")
+    env = {"GATE_DATABASE_URL": f"sqlite:///{config}", "GATE_DATA_DIR": str(data)}
+    result = gate(*command, env=env, cwd=tmp_path)
+    assert_user_error(result, tmp_path, "cannot open database", "file is not a database")
+    assert config.read_text(encoding="utf-8") == "[policy]\nunlock_seconds = 4\n"
+    assert [p.name for p in data.iterdir()] == ["gate.toml"]
 
 
 def test_simulated_visitors_never_reach_a_real_door(tmp_path: Path) -> None:
@@ -212,6 +272,57 @@ def test_the_demo_announces_its_login_only_once_it_is_up(tmp_path: Path) -> None
 def test_missing_camera_is_one_line(tmp_path: Path, source: str, words: list[str]) -> None:
     env = {"GATE_DATA_DIR": str(tmp_path), "GATE_CAMERA__SOURCE": source}
     assert_one_line_error(gate("run", env=env), *words)
+
+
+def test_a_models_folder_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    result = gate("models", "fetch", "--data-dir", "/proc/x", cwd=tmp_path)  # not even for root
+    assert_user_error(result, tmp_path, "data dir /proc/x/models", "not writable")
+
+
+def test_a_damaged_facemesh_model_is_one_line_and_closes_the_detector(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    """The detector is open when the FaceMesh check fails; left open, MediaPipe's
+    finaliser printed a traceback at exit after the one-line error."""
+    models = tmp_path / "data" / "models"
+    models.mkdir(parents=True)
+    detector = "face_detector_short_range.tflite"
+    (models / detector).symlink_to(models_dir / detector)
+    (models / "face_landmark.tflite").write_bytes(b"")
+    env = {"GATE_DATA_DIR": str(tmp_path / "data")}
+    result = gate("bench", "decision", "--visitors", "1", env=env, cwd=tmp_path)
+    assert_user_error(result, tmp_path, "FaceMesh", "face_landmark.tflite", "SHA-256")
+
+
+@pytest.mark.parametrize("limit", ["-1", "0"])
+def test_eval_refuses_a_limit_below_one(tmp_path: Path, data_dir: Path, limit: str) -> None:
+    """-1 evaluated nothing and exited 0."""
+    import cv2
+    import numpy as np
+
+    (tmp_path / "faces" / "with_mask").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "faces" / "with_mask" / "face.jpg"), np.zeros((64, 64, 3), np.uint8))
+    faces, models = str(tmp_path / "faces"), str(data_dir)
+    result = gate("eval", faces, "--limit", limit, "--data-dir", models, cwd=tmp_path)
+    assert_user_error(result, tmp_path, f"--limit {limit}", "at least 1")
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.0, 6.0])
+def test_ctrl_c_at_any_point_ends_quietly(tmp_path: Path, delay: float) -> None:
+    """An interrupt during the seconds of start-up imports, or later (here the command
+    waits for a password), exits 130 with no traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATE_")}
+    command = [*GATE, "user", "add", "bob", "--role", "manager", "--password-stdin"]
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env | {"GATE_DATA_DIR": str(tmp_path)}, cwd=tmp_path,
+    ) as process:  # fmt: skip
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in out + err and len(err.strip().splitlines()) <= 1, err
+    assert not (tmp_path / "gate-crash.log").exists()
 
 
 def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:

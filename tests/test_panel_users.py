@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from gate.server import users
 from gate.store.db import open_database, session
 from gate.store.models import AuditEvent, Role
 from tests.panel_support import client_for, make_app, make_runtime
-from tests.test_cli import assert_one_line_error, gate
+from tests.test_cli import GATE, assert_one_line_error, assert_user_error, gate
 
 
 def test_service_rules(tmp_path: Path) -> None:
@@ -28,6 +30,10 @@ def test_service_rules(tmp_path: Path) -> None:
         users.create_user(engine, "bob", "security", "short")
     with pytest.raises(GateError, match="username"):
         users.create_user(engine, "<bob>", "security", "long enough pw")
+    with pytest.raises(GateError, match="control characters"):
+        users.create_user(engine, "bob", "security", "long enough\x00pw")
+    with pytest.raises(GateError, match="control characters"):
+        users.set_password(engine, "alice", "\x1b" * 12)
     assert users.verify_login(engine, "ALICE", "long enough pw").user is not None
     assert users.verify_login(engine, "nobody", "long enough pw").failure == "bad_credentials"
     users.disable_user(engine, "alice")
@@ -60,6 +66,41 @@ def test_cli_add_passwd_disable_list(tmp_path: Path) -> None:
         actions = [(a.actor, a.action) for a in db.exec(select(AuditEvent))]
     assert actions == [("cli", "user_create"), ("cli", "user_password"), ("cli", "user_disable")]
     assert_one_line_error(gate("user", "list", "-c", str(tmp_path / "nope.toml")), "not found")
+
+
+@pytest.mark.parametrize(
+    ("stdin", "words"),
+    [
+        # Undecodable bytes; Python's text layer turned them into surrogates.
+        ("\udcff\udcfe\udcfd" * 4 + "\n", ["standard input is not UTF-8"]),
+        ("\x00" * 12 + "\n", ["control characters"]),
+        ("\x1b[31m\x1b[0m\x07\n", ["control characters"]),
+        ("a good password\r\n", ["control characters"]),  # a stray CR would be typed by nobody
+    ],
+)
+def test_cli_refuses_a_password_that_cannot_be_typed(
+    tmp_path: Path, stdin: str, words: list[str]
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATE_")}
+    for command in (["add", "bob", "--role", "manager"], ["passwd", "bob"]):
+        result = subprocess.run(
+            [*GATE, "user", *command, "--password-stdin"], input=stdin, capture_output=True,
+            text=True, errors="surrogateescape", env=env | {"GATE_DATA_DIR": str(tmp_path)},
+            cwd=tmp_path, timeout=120,
+        )  # fmt: skip
+        assert_user_error(result, tmp_path, *words)
+    assert users.list_users(open_database(f"sqlite:///{tmp_path / 'gate.db'}")) == []
+
+
+def test_admin_page_refuses_a_password_of_control_characters(tmp_path: Path) -> None:
+    app, runtime = make_app(tmp_path)
+    admin = client_for(app, "admin")
+    token = admin.headers["x-csrf-token"]
+    form = {"username": "guard3", "role": "security", "csrf_token": token}
+    for password in ("\x00" * 12, "\x1b" * 12, "long enough\x7f"):
+        page = admin.post("/admin/users", data=form | {"password": password})
+        assert page.status_code == 422 and "control characters" in page.text
+    assert "guard3" not in [u.username for u in users.list_users(runtime.engine)]
 
 
 def test_admin_page_creates_with_a_one_time_password_and_protects_itself(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import cv2
 
 from gate.camera.simulated import SimulatedCamera, SimVisitor
 from gate.camera.verdict import MaskLabel
+from tests.test_cli import assert_user_error, gate
 
 REPO = Path(__file__).resolve().parents[1]
 FPS = 15
@@ -41,6 +43,15 @@ def replay(video: Path, data_dir: Path) -> subprocess.CompletedProcess:
         cwd=REPO,
         timeout=300,
     )
+
+
+def test_a_file_with_no_frames_is_one_line(tmp_path: Path, data_dir: Path) -> None:
+    """OpenCV opens random bytes named .jpg without complaint and then reads nothing: the
+    replay printed nothing and exited 0."""
+    noise = tmp_path / "noise.jpg"
+    noise.write_bytes(random.Random(1).randbytes(5000))
+    result = gate("replay", str(noise), env={"GATE_DATA_DIR": str(data_dir)}, cwd=tmp_path)
+    assert_user_error(result, tmp_path, "cannot decode video", str(noise))
 
 
 def test_replay_decides_each_visitor_on_the_videos_own_clock(

@@ -216,6 +216,8 @@ def evaluate(
     """Score detection and mask classification on labelled data."""
     from gate.camera.evaluate import evaluate as run_eval
 
+    if limit is not None and limit < 1:
+        raise GateError(f"--limit {limit} must be at least 1")
     report = run_eval(path, data_dir, min_face=min_face, split=split, limit=limit, misses=misses)
     if as_json:
         typer.echo(json.dumps(report, indent=1))

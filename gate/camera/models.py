@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gate.config import check_data_dir
 from gate.errors import GateError
 
 
@@ -146,7 +147,7 @@ def fetch_model(
     target = models_dir(data_dir) / model.file
     if not force and target.is_file() and sha256_of(target) in model.hashes:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    check_data_dir(target.parent)
     failures = []
     for source in model.sources:
         partial = target.with_suffix(".part")

@@ -6,6 +6,7 @@ what a camera or a bad driver can hand it: bad frames are skipped and counted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -64,10 +65,16 @@ class Vision:
         tracker: Tracker | None = None,
     ) -> None:
         self.settings = settings
-        self.detector = FaceDetector(detector_path(data_dir), min_confidence=min_confidence)
-        self.classifier = MaskClassifier(
-            classifier_path, threads=1, facemesh_model=facemesh_path(data_dir)
-        )
+        # A classifier or FaceMesh model that fails to load closes the detector again: left
+        # to the garbage collector, MediaPipe's finaliser fails at exit with a traceback.
+        with contextlib.ExitStack() as opened:
+            self.detector = opened.enter_context(
+                FaceDetector(detector_path(data_dir), min_confidence=min_confidence)
+            )
+            self.classifier = MaskClassifier(
+                classifier_path, threads=1, facemesh_model=facemesh_path(data_dir)
+            )
+            opened.pop_all()
         self.tracker = tracker or Tracker()
         self.metrics = VisionMetrics()
 

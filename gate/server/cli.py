@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from gate.cli_options import ConfigOption
 from gate.config import load_settings
+from gate.errors import GateError
 from gate.server import users
 from gate.store.db import open_database
 from gate.store.models import Role
@@ -35,7 +36,12 @@ def _engine(config: Path | None) -> Engine:
 def _password(from_stdin: bool) -> tuple[str, bool]:
     """(password, generated?)"""
     if from_stdin:
-        return sys.stdin.readline().rstrip("\n"), False
+        # Read as bytes: the text layer would hand undecodable bytes on as surrogates.
+        line = sys.stdin.buffer.readline().rstrip(b"\n")
+        try:
+            return line.decode("utf-8"), False
+        except UnicodeDecodeError:
+            raise GateError("the password on standard input is not UTF-8 text") from None
     return users.generate_password(), True
 
 

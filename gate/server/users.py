@@ -23,6 +23,8 @@ from gate.store.models import AuditEvent, Role, User
 from gate.store.records import audit_detail, record_audit
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}$")
+# C0 and C1 controls (NUL, escape, …): no keyboard types them into a login form.
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 256  # argon2 would hash a megabyte happily; nobody types one
 MAX_FAILURES = 5
@@ -66,6 +68,8 @@ def normalise_username(username: str) -> str:
 def _check_password(password: str) -> None:
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         raise GateError(f"password must be {MIN_PASSWORD}-{MAX_PASSWORD} characters long")
+    if CONTROL_RE.search(password):
+        raise GateError("password must not contain control characters (such as NUL or Escape)")
 
 
 def _role(role: str | Role) -> Role:

@@ -12,7 +12,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
 from sqlmodel import Session
 
 from gate.config import check_data_dir
@@ -62,12 +62,13 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest migration; one-line error if the server is unreachable."""
+    """Bring the schema to the newest migration; one-line error if the server is unreachable
+    or the file is no database (a config file given as database_url, say)."""
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         command.upgrade(alembic_config(engine), "head")
-    except OperationalError as exc:
+    except DatabaseError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise GateError(f"cannot open database {engine.url!r}: {reason}") from None
 
