@@ -247,7 +247,14 @@ def _log_to_file(settings: Settings) -> None:
 def main() -> None:
     """Console entry point: one line for every error, never a traceback."""
     try:
-        app()
+        code = app(standalone_mode=False)  # click's errors come here, not as a usage box
+    except typer.TyperException as exc:  # a usage error: unknown command, bad option value
+        context = getattr(exc, "ctx", None)
+        where = f" (see {context.command_path} --help)" if context else ""
+        typer.echo(f"error: {' '.join(exc.format_message().split())}{where}", err=True)
+        sys.exit(2)
+    except typer.Abort:  # Ctrl-C, which typer turns into this
+        sys.exit(130)
     except GateError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -258,6 +265,7 @@ def main() -> None:
         where = f"traceback in {crash_log}" if crash_log else "the traceback could not be saved"
         typer.echo(f"internal error: {exc!r} ({where})", err=True)
         sys.exit(3)
+    sys.exit(code if isinstance(code, int) else 0)  # a command's typer.Exit(n) returns n
 
 
 def _save_crash(text: str) -> Path | None:

@@ -53,6 +53,23 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["bogus"], ["No such command 'bogus'", "gate --help)"]),
+        (["user", "add", "x", "--role", "bogus"], ["--role", "gate user add --help)"]),
+        (["bench", "station", "--n", "abc"], ["--n", "integer"]),
+        (["user", "add", "bob"], ["Missing option '--role'"]),
+        (["config", "check"], ["Missing argument 'file'"]),
+        (["station", "emulate", "--bogus"], ["No such option: --bogus"]),
+    ],
+)
+def test_a_usage_mistake_is_one_line_that_points_at_help(
+    tmp_path: Path, args: list[str], words: list[str]
+) -> None:
+    assert_user_error(gate(*args, cwd=tmp_path), tmp_path, *words)
+
+
 def all_command_paths() -> list[list[str]]:
     """Every command and group of the real `gate` app, walked from its click tree."""
     import typer.main
@@ -342,7 +359,7 @@ def test_a_bug_in_a_read_only_working_directory_still_leaves_its_traceback(
     tmp_path: Path,
 ) -> None:
     """systemd runs the gate in /opt, read-only: the crash log goes to the temp dir."""
-    crash = "import gate.cli as c; c.app = lambda: 1 / 0; c.main()"
+    crash = "import gate.cli as c; c.app = lambda **_: 1 / 0; c.main()"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATE_")}
     result = subprocess.run(
         [sys.executable, "-c", crash],
