@@ -333,6 +333,9 @@ def test_ctrl_c_at_any_point_ends_quietly(tmp_path: Path, delay: float) -> None:
     with subprocess.Popen(
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, env=env | {"GATE_DATA_DIR": str(tmp_path)}, cwd=tmp_path,
+        # As at a terminal: a suite run in the background (CI, nohup) ignores SIGINT, and
+        # a child would inherit that and never see the Ctrl-C at all.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     ) as process:  # fmt: skip
         time.sleep(delay)
         process.send_signal(signal.SIGINT)
