@@ -350,3 +350,26 @@ def test_the_export_has_the_first_check_beside_its_label(tmp_path: Path) -> None
     exported = dict(zip(header, row, strict=True))
     assert exported["first_label"] == "no_mask"
     assert exported["first_decided"] == exported["decided"] == "2026-11-25 23:30:05"
+
+
+def test_a_page_explains_a_mistake_in_the_users_language_and_the_api_in_english(
+    tmp_path: Path,
+) -> None:
+    app, _runtime = make_app(tmp_path)
+    manager = client_for(app, "manager")
+    page = {"accept": "text/html"}
+    cases = {
+        "/entries?from=2026-11-28&to=2026-11-01": "to: phải sau thời điểm bắt đầu",
+        "/entries?from=1999-01-01": "from: năm phải trong khoảng 2000 đến 2100",
+        "/entries?form=2026-11-01": "form: tham số không hợp lệ (dùng after, before,",
+        "/stats?days=5": "days: phải là một trong 7, 14, 30, 90",
+    }
+    for path, vietnamese in cases.items():
+        answer = manager.get(path, headers=page)
+        assert answer.status_code == 400 and vietnamese in html.unescape(answer.text), path
+    api = manager.get("/api/entries?from=2026-11-28&to=2026-11-01")
+    assert api.status_code == 400 and api.json() == {"detail": "to: must be after from"}
+    guard = client_for(app, "security")
+    refused = guard.get("/entries", headers=page)
+    assert refused.status_code == 403 and "vai trò của bạn không được phép" in refused.text
+    assert "Không tìm thấy trang" in manager.get("/no-such-page", headers=page).text

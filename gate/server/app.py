@@ -21,10 +21,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gate.server.filters import BadInput
+from gate.server.i18n import N_
 from gate.server.routers import admin, api, audit, auth, entries, kiosk, live, stats, system
 from gate.server.security import RateLimiter, SessionCodec, load_secret_key, stored_revocations
 from gate.server.streams import FrameEncoder
-from gate.server.web import Forbidden, NotAuthenticated, Panel, Runtime, redirect, render
+from gate.server.web import (
+    Forbidden,
+    NotAuthenticated,
+    Panel,
+    Runtime,
+    redirect,
+    render,
+    translator,
+)
 
 HERE = Path(__file__).parent
 MAX_BODY_BYTES = 64 * 1024  # forms here are a reason and a few fields
@@ -100,6 +109,10 @@ async def _too_large(send: Send) -> None:
     await send({"type": "http.response.body", "body": b"request body too large"})
 
 
+# Starlette's own details for unknown pages and methods, for the catalogs to translate.
+HTTP_DETAILS = (N_("Not Found"), N_("Method Not Allowed"))
+
+
 def _wants_json(request: Request) -> bool:
     path = request.url.path
     return (
@@ -110,10 +123,17 @@ def _wants_json(request: Request) -> bool:
     )
 
 
-def _error(request: Request, status: int, message: str) -> Response:
+def _error(request: Request, status: int, message: str | BadInput) -> Response:
+    """JSON for programs, in English; a page for people, in their language where the
+    message is one the catalogs know."""
     if _wants_json(request):
-        return JSONResponse({"detail": message}, status_code=status)
-    return render(request, "error.html", {"status": status, "message": message}, status)
+        return JSONResponse({"detail": str(message)}, status_code=status)
+    _ = translator(request)
+    if isinstance(message, BadInput):
+        text = message.translated(_)
+    else:
+        text = _(message) if message else message  # gettext("") is the catalog's header
+    return render(request, "error.html", {"status": status, "message": text}, status)
 
 
 def _install_handlers(app: FastAPI) -> None:
@@ -130,7 +150,7 @@ def _install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(BadInput)
     async def bad_input(request: Request, exc: BadInput) -> Response:
-        return _error(request, 400, str(exc))
+        return _error(request, 400, exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:

@@ -7,6 +7,7 @@ week" must not get "everything" because of a typo, in a value or in a name.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -14,6 +15,7 @@ from zoneinfo import ZoneInfo
 from fastapi import Request
 from fastapi.dependencies.models import Dependant
 
+from gate.server.i18n import N_
 from gate.server.queries import Cursor, EntryFilter
 from gate.store.models import Outcome
 
@@ -22,7 +24,16 @@ MAX_TEXT = 64
 
 
 class BadInput(ValueError):
-    """A filter value the user can fix; the message names the field."""
+    """A filter value the user can fix. The message names the field; the problem is an
+    English message id, shown translated on pages (with ``params`` filled in)."""
+
+    def __init__(self, field: str, problem: str, **params: object) -> None:
+        self.field, self.problem, self.params = field, problem, params
+        super().__init__(self.translated(str))
+
+    def translated(self, translate: Callable[[str], str]) -> str:
+        problem = translate(self.problem)
+        return f"{self.field}: {problem % self.params if self.params else problem}"
 
 
 @dataclass(frozen=True)
@@ -54,7 +65,7 @@ def parse_moment(text: str, field: str, zone: ZoneInfo, end_of_day: bool = False
     exclusive bound is the next local midnight.
     """
     if len(text) > 32:
-        raise BadInput(f"{field}: too long")
+        raise BadInput(field, N_("too long"))
     whole_day = len(text) == 10
     try:
         if whole_day:
@@ -62,11 +73,13 @@ def parse_moment(text: str, field: str, zone: ZoneInfo, end_of_day: bool = False
         else:
             moment = datetime.fromisoformat(text)
     except ValueError:
-        raise BadInput(f"{field}: not a date (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from None
+        raise BadInput(field, N_("not a date (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)")) from None
     # The year is checked on the day as written, before a day is added: 9999-12-31
     # would overflow, and "to 2100-12-31" ends at 2101-01-01 yet is within the limit.
     if not MIN_YEAR <= moment.year <= MAX_YEAR:
-        raise BadInput(f"{field}: year must be between {MIN_YEAR} and {MAX_YEAR}")
+        raise BadInput(
+            field, N_("year must be between %(low)s and %(high)s"), low=MIN_YEAR, high=MAX_YEAR
+        )
     if whole_day and end_of_day:
         moment += timedelta(days=1)
     if moment.tzinfo is None:
@@ -90,7 +103,9 @@ def known_parameters_only(request: Request) -> None:
     unknown = sorted(set(request.query_params) - known)
     if unknown:
         raise BadInput(
-            f"{unknown[0][:MAX_TEXT]}: unknown parameter (use {', '.join(sorted(known))})"
+            unknown[0][:MAX_TEXT],
+            N_("unknown parameter (use %(known)s)"),
+            known=", ".join(sorted(known)),
         )
 
 
@@ -98,15 +113,15 @@ def parse_entry_filter(query: EntryQuery, zone: ZoneInfo, gates: list[str]) -> E
     start = parse_moment(query.start, "from", zone) if query.start else None
     end = parse_moment(query.end, "to", zone, end_of_day=True) if query.end else None
     if start is not None and end is not None and end <= start:
-        raise BadInput("to: must be after from")
+        raise BadInput("to", N_("must be after from"))
     outcome = None
     if query.outcome:
         try:
             outcome = Outcome(query.outcome)
         except ValueError:
-            raise BadInput("outcome: unknown value") from None
+            raise BadInput("outcome", N_("unknown value")) from None
     if query.gate and query.gate not in gates:
-        raise BadInput("gate: unknown gate")
+        raise BadInput("gate", N_("unknown gate"))
     return EntryFilter(start, end, outcome, query.gate or None)
 
 
@@ -116,7 +131,7 @@ def parse_cursor(text: str | None, field: str) -> Cursor | None:
     try:
         return Cursor.decode(text)
     except ValueError:
-        raise BadInput(f"{field}: not a page position from this panel") from None
+        raise BadInput(field, N_("not a page position from this panel")) from None
 
 
 def parse_day(text: str | None, zone: ZoneInfo) -> date:
@@ -128,5 +143,5 @@ def parse_day(text: str | None, zone: ZoneInfo) -> date:
     except ValueError:
         day = None
     if day is None or not MIN_YEAR <= day.year <= MAX_YEAR:
-        raise BadInput("day: not a date (use YYYY-MM-DD)")
+        raise BadInput("day", N_("not a date (use YYYY-MM-DD)"))
     return day

@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 from gate.config import Settings
 from gate.events import EventBus
 from gate.server import i18n, texts
+from gate.server.i18n import N_
 from gate.server.security import (
     COOKIE,
     RateLimiter,
@@ -205,7 +206,7 @@ async def check_csrf(request: Request) -> None:
         value = (await request.form()).get(CSRF_FIELD)
         token = value if isinstance(value, str) else None
     if data is None or not data.csrf_matches(token):
-        raise Forbidden("CSRF token missing or wrong")
+        raise Forbidden(N_("CSRF token missing or wrong"))
 
 
 def require(*roles: Role) -> Callable[[Request], Awaitable[CurrentUser]]:
@@ -217,7 +218,7 @@ def require(*roles: Role) -> Callable[[Request], Awaitable[CurrentUser]]:
         if user is None:
             raise NotAuthenticated()
         if not user.may(allowed):
-            raise Forbidden("role not allowed")
+            raise Forbidden(N_("role not allowed"))
         await check_csrf(request)
         return user
 

@@ -28,7 +28,7 @@ from gate.server.filters import (
     parse_cursor,
     parse_entry_filter,
 )
-from gate.server.i18n import as_utc
+from gate.server.i18n import N_, as_utc
 from gate.server.routers.entries import Filters
 from gate.server.routers.live import clean_reason
 from gate.server.routers.stats import figures
@@ -177,7 +177,7 @@ def _reason(body: OverrideIn) -> str:
     try:
         return clean_reason(body.reason)
     except GateError:
-        raise BadInput("reason: at least 3 characters") from None
+        raise BadInput("reason", N_("at least 3 characters")) from None
 
 
 @router.post("/overrides/unlock", status_code=204)

@@ -23,6 +23,7 @@ from gate.server.filters import (
     parse_cursor,
     parse_entry_filter,
 )
+from gate.server.i18n import N_
 from gate.server.web import panel, render, require
 from gate.store.models import Outcome, Role
 
@@ -119,7 +120,7 @@ async def entry_detail(request: Request, entry_id: str) -> Response:
     p = panel(request)
     entry = await run_in_threadpool(queries.get_entry, p.engine, entry_id)
     if entry is None:
-        raise HTTPException(404, "no such entry")
+        raise HTTPException(404, N_("no such entry"))
     return render(
         request,
         "entry.html",
@@ -136,7 +137,7 @@ async def entry_snapshot(request: Request, entry_id: str) -> Response:
     entry = await run_in_threadpool(queries.get_entry, p.engine, entry_id)
     path = snapshot_file(p.settings.data_dir, entry.snapshot_path if entry else None)
     if path is None:
-        raise HTTPException(404, "no snapshot kept for this entry")
+        raise HTTPException(404, N_("no snapshot kept for this entry"))
     return FileResponse(
         path,
         media_type=SNAPSHOT_TYPES[path.suffix.lower()],

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 
 from gate.events import Event
 from gate.server import streams
-from gate.server.i18n import translate
+from gate.server.i18n import N_, translate
 from gate.server.texts import PROMPTS
 from gate.server.web import direct_client, panel, render
 
@@ -26,7 +26,7 @@ def kiosk_address(request: Request) -> None:
     except ValueError:  # relayed by a proxy, or not an address at all
         client = None
     if client not in panel(request).settings.server.kiosk_addresses:
-        raise HTTPException(403, "this screen is only served to the kiosk")
+        raise HTTPException(403, N_("this screen is only served to the kiosk"))
 
 
 router = APIRouter(prefix="/kiosk", dependencies=[Depends(kiosk_address)])

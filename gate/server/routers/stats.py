@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from gate.server import charts, queries, statistics
 from gate.server.csvexport import csv_download
 from gate.server.filters import BadInput, known_parameters_only, parse_day
+from gate.server.i18n import N_
 from gate.server.web import panel, render, require, translator
 from gate.store.models import Role
 
@@ -26,10 +27,12 @@ async def figures(
     """Checked inputs to computed figures; shared with the CSV export and the JSON API."""
     p = panel(request)
     if days not in statistics.PERIODS:
-        raise BadInput(f"days: one of {', '.join(map(str, statistics.PERIODS))}")
+        raise BadInput(
+            "days", N_("one of %(choices)s"), choices=", ".join(map(str, statistics.PERIODS))
+        )
     gates = await run_in_threadpool(queries.gate_ids, p.engine)
     if gate and gate not in gates:
-        raise BadInput("gate: unknown gate")
+        raise BadInput("gate", N_("unknown gate"))
     stats = await run_in_threadpool(
         statistics.compute, p.engine, parse_day(day, p.zone), days, p.zone, gate or None
     )
