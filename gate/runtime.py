@@ -212,15 +212,15 @@ class GateRuntime:
         """A lockdown or an emergency release that staff ordered outlives a restart: the
         audit, written before each order is carried out, says which still stand."""
         orders = await self._db(records.standing_orders, self.engine, self.settings.gate_id)
+        carry_out = {
+            "lockdown_on": self.controller.set_lockdown,
+            "emergency_on": self.controller.set_emergency,
+        }
         for order in orders:
             log.warning(
                 "%s by %s at %s still stands", order.action, order.actor, order.at.isoformat()
             )
-            orders_step = {
-                "lockdown_on": self.controller.set_lockdown,
-                "emergency_on": self.controller.set_emergency,
-            }
-            await self._feed(orders_step[order.action](now, True))
+            await self._feed(carry_out[order.action](now, True))
 
     # ------------------------------------------------------------------ panel views
 
