@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import numpy as np
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -29,6 +34,7 @@ from gate.server.users import audit, create_user
 from gate.store.db import open_database, session
 from gate.store.models import Gate, Role
 
+REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "correct horse battery"
 CSRF_RE = re.compile(r'name="csrf-token" content="([^"]+)"')
 
@@ -184,3 +190,32 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def start_demo(data: Path, port: int) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """`gate demo` serving on ``port``, once it answers; its environment for `gate`
+    commands holds the panel's url and the one-time admin password too."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATE_")}
+    env |= {"GATE_DATA_DIR": str(data), "GATE_SERVER__PORT": str(port)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gate", "demo"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    admin_password = ""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if match := re.search(r"one-time admin login: admin / (\S+)", line):
+            admin_password = match.group(1)
+            break
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx2.HTTPError:
+            time.sleep(0.1)
+    return process, env | {"url": url, "admin": admin_password}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 import signal
 import subprocess
@@ -19,13 +18,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx2
 import playwright.sync_api as playwright_api
 import pytest
 
 from gate.server.i18n import translate
 from gate.server.texts import ALERT_DETAILS, PROMPTS
-from tests.panel_support import free_port
+from tests.panel_support import free_port, start_demo
 
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = REPO / "artifacts" / "screenshots"
@@ -59,35 +57,6 @@ def gate_command(env: dict[str, str], *args: str, stdin: str | None = None) -> s
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
-
-
-def start_demo(data: Path, port: int) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    """`gate demo` serving on ``port``, once it answers; its environment for `gate`
-    commands holds the panel's url and the one-time admin password too."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATE_")}
-    env |= {"GATE_DATA_DIR": str(data), "GATE_SERVER__PORT": str(port)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gate", "demo"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    admin_password = ""
-    assert process.stdout is not None
-    for line in process.stdout:
-        if match := re.search(r"one-time admin login: admin / (\S+)", line):
-            admin_password = match.group(1)
-            break
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx2.HTTPError:
-            time.sleep(0.1)
-    return process, env | {"url": url, "admin": admin_password}
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from gate.sanitizer.cli import answer
 from gate.sanitizer.link import HostSession, Incoming
 from tests.test_link_fuzz import _exchange
 from tests.test_link_rig import HEARTBEAT_MS, Rig, frame
+from tests.test_station import station_emulator
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -249,15 +250,21 @@ def test_refused_hellos_do_not_keep_an_unlock_alive() -> None:
     assert rig.executed("lock") == [("lock", 0, 1)]
 
 
-def test_event_queue_overflow_keeps_the_newest_and_reports_a_fault() -> None:
-    rig = Rig()  # no host yet: events pile up
-    for _ in range(25):
+def pile_up_events(rig: Rig, hand_waves: int) -> None:
+    """Wave a hand under the sensor with no host to hear it, then let one connect and
+    take what the queue kept."""
+    for _ in range(hand_waves):
         rig.world.hands(True)
         rig.advance(30)
         rig.world.hands(False)
         rig.advance(30)
     rig.hello()
     rig.advance(2000)
+
+
+def test_event_queue_overflow_keeps_the_newest_and_reports_a_fault() -> None:
+    rig = Rig()  # no host yet: events pile up
+    pile_up_events(rig, 25)
     hands = [name for name in rig.names() if name.startswith("hands")]
     assert hands[-1] == "hands_absent"  # the newest survived
     fault = rig.events[-1]
@@ -292,13 +299,7 @@ def test_a_door_open_longer_than_a_u32_of_ms_is_reported_not_crashed_on() -> Non
 def test_dropped_event_count_saturates_at_its_u32_field() -> None:
     rig = Rig()
     rig.firmware.link.dropped_events = U32_MAX
-    for _ in range(20):
-        rig.world.hands(True)
-        rig.advance(30)
-        rig.world.hands(False)
-        rig.advance(30)
-    rig.hello()
-    rig.advance(2000)
+    pile_up_events(rig, 20)
     assert rig.events[-1] == ("fault", m.FAULT_EVENTS_DROPPED, U32_MAX)
 
 
@@ -318,13 +319,7 @@ def test_qa_repro_status_as_an_unlock_ends_is_answered_and_the_relay_relocks(
 ) -> None:
     """QA's exact steps: gate station emulate, HELLO, unlock 1 ms, 3 ms later a status."""
     options = ["--no-auto-door", "--actuation-log", str(tmp_path / "a.log")]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gate", "station", "emulate", *options],
-        cwd=REPO,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    process = station_emulator(*options)
     assert process.stdin is not None and process.stdout is not None
     try:
         port = serial.Serial(process.stdout.readline().strip(), timeout=0.05)

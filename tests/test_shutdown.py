@@ -7,11 +7,7 @@ or every stop would wait for SIGKILL.
 
 from __future__ import annotations
 
-import os
-import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,9 +15,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.panel_support import csrf_of, free_port
+from tests.panel_support import csrf_of, free_port, start_demo
 
-REPO = Path(__file__).resolve().parents[1]
 STREAMS = ("/live/events", "/live/stream.mjpg", "/kiosk/events")
 STOP_SECONDS = 10  # the runtime's own stop (station, camera, vision) takes a few
 
@@ -37,34 +32,13 @@ def hold(client: httpx2.Client, path: str, opened: threading.Event, ended: list[
 
 @pytest.mark.slow
 def test_sigterm_stops_the_gate_while_live_and_kiosk_streams_are_open(data_dir: Path) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATE_")}
-    env |= {"GATE_DATA_DIR": str(data_dir), "GATE_SERVER__PORT": str(port)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gate", "demo"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process, env = start_demo(data_dir, free_port())
     try:
-        assert process.stdout is not None
-        password = next(
-            m.group(1)
-            for line in process.stdout
-            if (m := re.search(r"one-time admin login: admin / (\S+)", line))
-        )
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                time.sleep(0.1)
-        client = httpx2.Client(base_url=url, timeout=STOP_SECONDS * 6)
+        client = httpx2.Client(base_url=env["url"], timeout=STOP_SECONDS * 6)
         token = csrf_of(client.get("/login").text)
-        client.post("/login", data={"username": "admin", "password": password, "csrf_token": token})
+        client.post(
+            "/login", data={"username": "admin", "password": env["admin"], "csrf_token": token}
+        )
         ended: list[str] = []
         readers = []
         for path in STREAMS:

@@ -284,6 +284,18 @@ def test_killed_host_leaves_the_door_locked_and_fire_still_unlocks() -> None:
         _wait(lambda: not emulator.world.relay_unlocked)
 
 
+def station_emulator(*options: str) -> subprocess.Popen[str]:
+    """`gate station emulate` with its stdin (world commands) and stdout (the link's path,
+    then answers) piped, as an operator's terminal would hold them."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "gate", "station", "emulate", *options],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
 def _wait(check: Callable[[], bool], within: float = 5.0) -> None:
     deadline = time.monotonic() + within
     while not check():
@@ -294,13 +306,7 @@ def _wait(check: Callable[[], bool], within: float = 5.0) -> None:
 def test_emulate_command_answers_world_commands_one_line_each(tmp_path: Path) -> None:
     log = tmp_path / "actuations.jsonl"
     options = ["--link", str(tmp_path / "tty"), "--actuation-log", str(log), "--no-auto-door"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gate", "station", "emulate", *options],
-        cwd=REPO,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    process = station_emulator(*options)
     assert process.stdin is not None and process.stdout is not None
     try:
         assert process.stdout.readline().strip() == str(tmp_path / "tty")
