@@ -84,9 +84,14 @@ def test_ending_staff_release_during_a_fire_says_the_door_stays_released(tmp_pat
     page = guard.get("/live?done=emergency_fire").text
     assert "Nhân viên đã kết thúc mở cửa khẩn cấp, nhưng tín hiệu báo cháy vẫn giữ cửa mở." in page
     assert "Đã tắt chế độ mở cửa khẩn cấp." not in page
+    # The API answers with the state after the order, so a client sees the same.
+    api = guard.post("/api/overrides/emergency", json={"on": False, "reason": "drill over"})
+    assert api.status_code == 200 and api.json()["mode"] == "emergency"
     controller.station_event(0.0, "fire_off")
     assert end_after_start() == "/live?done=emergency_off"
     assert runtime.state["mode"] == "normal"
+    api = guard.post("/api/overrides/emergency", json={"on": False, "reason": "drill over"})
+    assert api.status_code == 200 and api.json()["mode"] == "normal"
 
 
 def test_an_override_needs_a_real_reason(tmp_path: Path) -> None:
@@ -189,7 +194,9 @@ def test_critical_alerts_stay_listed_when_newer_warnings_pile_up(tmp_path: Path)
     assert listed_alerts(page)[:12] == critical
     assert len(listed_alerts(page)) == 100
     assert "Cảnh báo đang chờ xác nhận chưa hiện ở đây: 12." in page
-    assert [a["id"] for a in guard.get("/api/alerts").json()][:12] == critical
+    listed = guard.get("/api/alerts")
+    assert [a["id"] for a in listed.json()][:12] == critical
+    assert len(listed.json()) == 100 and listed.headers["x-total-count"] == "112"
     guard.post("/lang", data={"lang": "en", "csrf_token": guard.headers["x-csrf-token"]})
     assert "Open alerts not shown here: 12." in guard.get("/live").text
 
@@ -273,7 +280,8 @@ def test_system_alerts_say_what_to_do_in_the_guards_language(tmp_path: Path) -> 
 def test_the_api_overrides_and_validates_json(tmp_path: Path) -> None:
     app, runtime = make_app(tmp_path)
     guard = client_for(app, "security")
-    assert guard.post("/api/overrides/unlock", json={"reason": "parcel"}).status_code == 204
+    answer = guard.post("/api/overrides/unlock", json={"reason": "parcel"})
+    assert answer.status_code == 200 and answer.json() == runtime.snapshot()
     assert (
         guard.post("/api/overrides/lockdown", json={"on": True, "reason": "x"}).status_code == 422
     )

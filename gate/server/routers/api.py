@@ -144,10 +144,15 @@ async def state(request: Request) -> dict[str, Any]:
 
 
 @router.get("/alerts", response_model=list[AlertOut], dependencies=[Depends(security_only)])
-async def alerts(request: Request) -> list[AlertOut]:
-    """This gate's open alerts, critical ones first (at most 100)."""
+async def alerts(request: Request, response: Response) -> list[AlertOut]:
+    """This gate's open alerts, critical ones first (at most 100).
+
+    The ``X-Total-Count`` header counts all of them, so a client knows when
+    acknowledging these will bring more into view, as the live page says.
+    """
     p = panel(request)
     alerts = await run_in_threadpool(queries.open_alerts, p.engine, p.settings.gate_id)
+    response.headers["X-Total-Count"] = str(len(alerts.shown) + alerts.more)
     return [_out(AlertOut, a, p.zone) for a in alerts.shown]
 
 
@@ -165,12 +170,17 @@ async def ack(request: Request, alert_id: RowId, user: Guard) -> Response:
     return Response(status_code=204)
 
 
-async def _run(call: Any) -> Response:
+async def _run(request: Request, call: Any) -> dict[str, Any]:
+    """Carry out one order and answer with the gate's state after it.
+
+    The state, not just "done": ending a staff emergency during a fire leaves
+    the mode at ``emergency``, and the client must see that the door stays free.
+    """
     try:
         await call
     except GateError as exc:
         raise HTTPException(409, str(exc)) from None
-    return Response(status_code=204)
+    return panel(request).runtime.snapshot()
 
 
 def _reason(body: OverrideIn) -> str:
@@ -180,19 +190,22 @@ def _reason(body: OverrideIn) -> str:
         raise BadInput("reason", N_("at least 3 characters")) from None
 
 
-@router.post("/overrides/unlock", status_code=204)
-async def unlock(request: Request, body: OverrideIn, user: Guard) -> Response:
-    return await _run(panel(request).runtime.override_unlock(user.username, _reason(body)))
+@router.post("/overrides/unlock")
+async def unlock(request: Request, body: OverrideIn, user: Guard) -> dict[str, Any]:
+    runtime = panel(request).runtime
+    return await _run(request, runtime.override_unlock(user.username, _reason(body)))
 
 
-@router.post("/overrides/lockdown", status_code=204)
-async def lockdown(request: Request, body: SwitchIn, user: Guard) -> Response:
-    return await _run(panel(request).runtime.set_lockdown(user.username, body.on, _reason(body)))
+@router.post("/overrides/lockdown")
+async def lockdown(request: Request, body: SwitchIn, user: Guard) -> dict[str, Any]:
+    runtime = panel(request).runtime
+    return await _run(request, runtime.set_lockdown(user.username, body.on, _reason(body)))
 
 
-@router.post("/overrides/emergency", status_code=204)
-async def emergency(request: Request, body: SwitchIn, user: Guard) -> Response:
-    return await _run(panel(request).runtime.set_emergency(user.username, body.on, _reason(body)))
+@router.post("/overrides/emergency")
+async def emergency(request: Request, body: SwitchIn, user: Guard) -> dict[str, Any]:
+    runtime = panel(request).runtime
+    return await _run(request, runtime.set_emergency(user.username, body.on, _reason(body)))
 
 
 # -- manager -------------------------------------------------------------------------------
