@@ -99,7 +99,15 @@ def test_admin_page_refuses_a_password_of_control_characters(tmp_path: Path) -> 
     form = {"username": "guard3", "role": "security", "csrf_token": token}
     for password in ("\x00" * 12, "\x1b" * 12, "long enough\x7f"):
         page = admin.post("/admin/users", data=form | {"password": password})
-        assert page.status_code == 422 and "control characters" in page.text
+        assert page.status_code == 422 and "không được chứa ký tự điều khiển" in page.text
+    # The admin reads the refusal in the panel's language, as every other page text.
+    page = admin.post("/admin/users", data=form | {"password": "short"})
+    assert page.status_code == 422 and "mật khẩu phải dài từ 10 đến 256 ký tự" in page.text
+    admin.post("/lang", data={"lang": "en", "csrf_token": token})
+    page = admin.post("/admin/users", data=form | {"password": "short"})
+    assert page.status_code == 422 and "password must be 10-256 characters long" in page.text
+    missing = admin.post("/admin/users/nobody/password", data={"csrf_token": token})
+    assert missing.status_code == 404 and "no such user: &#39;nobody&#39;" in missing.text
     assert "guard3" not in [u.username for u in users.list_users(runtime.engine)]
 
 

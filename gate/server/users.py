@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -18,6 +19,7 @@ from sqlalchemy import Engine
 from sqlmodel import select
 
 from gate.errors import GateError
+from gate.server.i18n import N_
 from gate.store.db import session
 from gate.store.models import AuditEvent, Role, User
 from gate.store.records import audit_detail, record_audit
@@ -36,6 +38,19 @@ _hasher = PasswordHash.recommended()
 # Verified against when the username is unknown, so a miss costs as long as a hit
 # and response time does not tell which usernames exist.
 _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
+
+
+class AccountError(GateError):
+    """A refused account change. Its message is an English message id with ``params``:
+    the CLI prints it as it is, the admin page in the admin's language."""
+
+    def __init__(self, message: str, **params: object) -> None:
+        self.message, self.params = message, params
+        super().__init__(self.translated(str))
+
+    def translated(self, translate: Callable[[str], str]) -> str:
+        text = translate(self.message)
+        return text % self.params if self.params else text
 
 
 class LoginFailure(StrEnum):
@@ -59,24 +74,31 @@ def generate_password(length: int = 16) -> str:
 def normalise_username(username: str) -> str:
     name = username.strip().lower()
     if not USERNAME_RE.fullmatch(name):
-        raise GateError(
-            "username must be 2-64 characters: lowercase letters, digits, '.', '_' or '-'"
+        raise AccountError(
+            N_("username must be 2-64 characters: lowercase letters, digits, '.', '_' or '-'")
         )
     return name
 
 
 def _check_password(password: str) -> None:
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-        raise GateError(f"password must be {MIN_PASSWORD}-{MAX_PASSWORD} characters long")
+        raise AccountError(
+            N_("password must be %(low)s-%(high)s characters long"),
+            low=MIN_PASSWORD,
+            high=MAX_PASSWORD,
+        )
     if CONTROL_RE.search(password):
-        raise GateError("password must not contain control characters (such as NUL or Escape)")
+        raise AccountError(
+            N_("password must not contain control characters (such as NUL or Escape)")
+        )
 
 
 def _role(role: str | Role) -> Role:
     try:
         return Role(role)
     except ValueError:
-        raise GateError(f"role must be one of: {', '.join(r.value for r in Role)}") from None
+        roles = ", ".join(r.value for r in Role)
+        raise AccountError(N_("role must be one of: %(roles)s"), roles=roles) from None
 
 
 def audit(engine: Engine, actor: str, action: str, reason: str = "", detail: str = "") -> None:
@@ -92,7 +114,7 @@ def create_user(
     _check_password(password)
     with session(engine) as db:
         if db.exec(select(User).where(User.username == name)).first() is not None:
-            raise GateError(f"user {name!r} already exists")
+            raise AccountError(N_("user '%(name)s' already exists"), name=name)
         user = User(username=name, role=checked_role.value, password_hash=_hasher.hash(password))
         db.add(user)
         db.add(
@@ -108,7 +130,7 @@ def create_user(
 def _get(db, username: str) -> User:  # type: ignore[no-untyped-def]
     user = db.exec(select(User).where(User.username == username.strip().lower())).first()
     if user is None:
-        raise GateError(f"no such user: {username!r}")
+        raise AccountError(N_("no such user: '%(name)s'"), name=username)
     return user
 
 

@@ -14,7 +14,6 @@ from fastapi.responses import Response
 from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
-from gate.errors import GateError
 from gate.server import users
 from gate.server.web import CurrentUser, panel, redirect, render, require, translator
 from gate.store.models import Role
@@ -60,8 +59,8 @@ async def create_user(
         user = await run_in_threadpool(
             users.create_user, panel(request).engine, username, role, chosen, admin.username
         )
-    except GateError as exc:
-        return await _users_page(request, 422, error=str(exc))
+    except users.AccountError as exc:
+        return await _users_page(request, 422, error=exc.translated(translator(request)))
     return await _users_page(
         request, new_password="" if password else chosen, for_user=user.username
     )
@@ -75,8 +74,8 @@ async def reset_password(request: Request, username: str, admin: Admin) -> Respo
         await run_in_threadpool(
             users.set_password, panel(request).engine, username, fresh, admin.username
         )
-    except GateError as exc:
-        return await _users_page(request, 404, error=str(exc))
+    except users.AccountError as exc:
+        return await _users_page(request, 404, error=exc.translated(translator(request)))
     return await _users_page(request, new_password=fresh, for_user=username)
 
 
@@ -87,8 +86,8 @@ async def disable(request: Request, username: str, admin: Admin) -> Response:
         return await _users_page(request, 409, error=_("You cannot disable your own account."))
     try:
         await run_in_threadpool(users.disable_user, panel(request).engine, username, admin.username)
-    except GateError as exc:
-        return await _users_page(request, 404, error=str(exc))
+    except users.AccountError as exc:
+        return await _users_page(request, 404, error=exc.translated(translator(request)))
     return redirect(request, "/admin/users")
 
 
