@@ -49,6 +49,11 @@ class EventBus:
             queue.put_nowait(event)
         return event
 
+    @property
+    def last_id(self) -> int:
+        """The id of the newest event so far (0 before the first)."""
+        return self._recent[-1].id if self._recent else 0
+
     def recent(self, after_id: int = 0, kinds: set[str] | None = None) -> list[Event]:
         return [e for e in self._recent if e.id > after_id and (kinds is None or e.kind in kinds)]
 

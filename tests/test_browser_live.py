@@ -3,6 +3,7 @@ its scripts do with confirmations, flashes and alerts arriving live."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,22 +64,21 @@ def test_each_emergency_button_asks_only_about_what_it_does(
 
     guard.on("dialog", on_dialog)
     guard.goto(f"{live.url}/live")
-    emergency = "form[action='/live/emergency']"
-    guard.fill(f"{emergency} input[name=reason]", "drill over")
+    guard.fill("#overrides input[name=reason]", "drill over")
     with guard.expect_navigation():
-        guard.click(f"{emergency} button[value=off]")
+        guard.click("[data-override=emergency-off]")
     assert questions == []  # ending needs no "release the door?" question
     assert runtime.calls[-1] == ("emergency", "security", False, "drill over")
 
-    guard.fill(f"{emergency} input[name=reason]", "smoke in the hall")
-    guard.click(f"{emergency} button[value=on]")  # dismissed: nothing is sent
+    guard.fill("#overrides input[name=reason]", "smoke in the hall")
+    guard.click("[data-override=emergency-on]")  # dismissed: nothing is sent
     guard.wait_for_timeout(300)
     assert questions == ["Mở cửa cho tình huống khẩn cấp?"]
     assert len(runtime.calls) == 1
 
     answer["accept"] = True
     with guard.expect_navigation():
-        guard.click(f"{emergency} button[value=on]")
+        guard.click("[data-override=emergency-on]")
     assert questions[1:] == ["Mở cửa cho tình huống khẩn cấp?"]
     assert runtime.calls[-1] == ("emergency", "security", True, "smoke in the hall")
 
@@ -136,3 +136,80 @@ def test_a_long_alert_list_keeps_the_live_events_in_reach_on_a_small_screen(
     feed_top = guard.locator("section.feed").bounding_box()["y"]
     alerts = guard.locator("section.alerts").bounding_box()
     assert alerts["height"] < 800 and feed_top < 3 * 600, (alerts, feed_top)
+
+
+def test_every_override_is_in_reach_without_scrolling_on_a_small_screen(
+    served: tuple[LiveServer, FakeRuntime], guard: playwright_api.Page, tmp_path: Path
+) -> None:
+    """At 1024x600, the whole camera image and every override button are on the first screen."""
+    live, runtime = served
+    guard.set_viewport_size({"width": 1024, "height": 600})
+    guard.goto(f"{live.url}/live")
+    buttons = guard.locator("#overrides button:visible")
+    assert buttons.count() == 6  # the disabled default button stays out of sight
+    for box in [buttons.nth(i).bounding_box() for i in range(6)] + [
+        guard.locator("#overrides input[name=reason]").bounding_box(),
+        guard.locator("section.video img").bounding_box(),
+    ]:
+        assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 600, box
+    guard.screenshot(path=str(tmp_path / "live-1024x600.png"))
+    # Each button still sends its own order with the one reason.
+    guard.fill("#overrides input[name=reason]", "delivery at the side door")
+    with guard.expect_navigation():
+        guard.click("[data-override=lockdown-on]")
+    assert runtime.calls == [("lockdown", "security", True, "delivery at the side door")]
+
+
+def test_enter_in_the_reason_sends_no_order(
+    served: tuple[LiveServer, FakeRuntime], guard: playwright_api.Page
+) -> None:
+    """A guard who types a reason and presses Enter has chosen no button yet: nothing is sent,
+    and above all not the form's first order, "Unlock once"."""
+    live, runtime = served
+    guard.goto(f"{live.url}/live")
+    reason = guard.locator("#overrides input[name=reason]")
+    reason.fill("lockdown, suspicious parcel")
+    reason.press("Enter")
+    guard.wait_for_timeout(500)
+    assert runtime.calls == [] and guard.url == f"{live.url}/live"
+    with guard.expect_navigation():
+        guard.click("[data-override=unlock]")
+    assert runtime.calls == [("override_unlock", "security", None, "lockdown, suspicious parcel")]
+
+
+def test_a_live_alert_shows_its_date_as_a_drawn_one_does(
+    served: tuple[LiveServer, FakeRuntime], guard: playwright_api.Page
+) -> None:
+    """An alert left open overnight must not read as today's: live ones carry the date too."""
+    live, runtime = served
+    guard.goto(f"{live.url}/live")
+    drawn = guard.locator("#alerts li[data-alert='1'] .when").inner_text()
+    deadline = time.monotonic() + 10
+    while runtime.bus.subscriber_count < 1:
+        assert time.monotonic() < deadline
+        guard.wait_for_timeout(50)
+    data = {"id": 9, "kind": "door_forced", "severity": "warning", "message": ""}
+    live.call(runtime.bus.publish, "alert", data)
+    arrived = guard.locator("#alerts li[data-alert='9'] .when")
+    arrived.wait_for()
+    pattern = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}"
+    assert re.fullmatch(pattern, drawn) and re.fullmatch(pattern, arrived.inner_text())
+    assert arrived.inner_text()[:10] == drawn[:10]  # both raised today, in the gate's zone
+
+
+def test_the_replay_does_not_bring_back_an_acknowledged_alert(
+    served: tuple[LiveServer, FakeRuntime], guard: playwright_api.Page
+) -> None:
+    """The page replays recent events for its feed; an alert among them that has been
+    acknowledged since must stay off the list (it used to come back, or flicker)."""
+    live, runtime = served
+    data = {"id": 1, "kind": "emergency", "severity": "critical", "message": "fire_alarm"}
+    live.call(runtime.bus.publish, "alert", data)
+    acknowledge_alert(runtime.engine, 1, "gate-1", "colleague")
+    guard.goto(f"{live.url}/live")
+    # The replayed alert reaches the feed, so the replay has run.
+    guard.locator("#feed li", has_text="Báo cháy: cửa mở").wait_for()
+    assert guard.locator("#alerts li").evaluate_all("l => l.map(i => i.dataset.alert)") == ["2"]
+    # An alert raised after the page was drawn still joins the list.
+    live.call(runtime.bus.publish, "alert", {**data, "id": 5})
+    guard.locator("#alerts li[data-alert='5']").wait_for()

@@ -162,8 +162,8 @@ def test_a_guard_watches_acknowledges_and_unlocks_and_a_manager_finds_it(
     assert guard.locator(f'#alerts li[data-alert="{alert_id}"]').count() == 0
 
     reason = f"Người giao hàng <b>{time.time():.0f}</b>"
-    guard.fill("form[action='/live/unlock'] input[name=reason]", reason)
-    guard.click("form[action='/live/unlock'] button")
+    guard.fill("#overrides input[name=reason]", reason)
+    guard.click("[data-override=unlock]")
     guard.wait_for_load_state()
     assert "Đã mở khóa cửa một lần." in guard.content()
     shoot(guard, "live-after-unlock")

@@ -109,6 +109,10 @@ async def _page(request: Request, done: str, error: str, status_code: int = 200)
     """The page; ``done`` and ``error`` are ready texts (never echoed from the URL)."""
     p = panel(request)
     _ = translator(request)
+    # Taken before the alerts are read: every alert published up to here is in the
+    # database, so the page's list is the truth for them and the replay must not
+    # bring back one acknowledged since.
+    drawn = p.runtime.bus.last_id
     alerts = await run_in_threadpool(queries.open_alerts, p.engine, p.settings.gate_id)
     return render(
         request,
@@ -116,6 +120,7 @@ async def _page(request: Request, done: str, error: str, status_code: int = 200)
         {
             "snapshot": p.runtime.snapshot(),
             "alerts": alerts,
+            "alerts_drawn": drawn,
             "replay_after": replay_point(p.runtime.bus.recent()),
             "texts": {**texts.catalog(_), "ui": {k: _(v) for k, v in UI_TEXTS.items()}},
             "done": done,

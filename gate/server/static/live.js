@@ -15,6 +15,12 @@
   const clock = new Intl.DateTimeFormat(config.lang, {
     timeZone: config.timezone, hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
   });
+  // An open alert may wait for days, so it shows its date as the server draws it
+  // (YYYY-MM-DD HH:MM:SS, which Sweden's locale writes for any reader).
+  const stamp = new Intl.DateTimeFormat("sv-SE", {
+    timeZone: config.timezone, year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
+  });
   const MAX_FEED = 200;
   // Decimals as the reader writes them: 0,6 in Vietnamese, 0.6 in English.
   const decimal = (value, digits) => new Intl.NumberFormat(config.lang, {
@@ -75,7 +81,7 @@
     setField("fluid", station.fluid_percent != null ? `${station.fluid_percent} %` : "–");
   }
 
-  function addAlert(alert) {
+  function addAlert(alert, at) {
     if (alerts.querySelector(`[data-alert="${alert.id}"]`)) return;
     const item = el("li", `alert sev-${alert.severity}`);
     item.dataset.alert = alert.id;
@@ -85,7 +91,7 @@
     const token = el("input");
     token.type = "hidden"; token.name = "csrf_token"; token.value = config.csrf;
     form.append(token, el("button", null, texts.ui.ack));
-    item.append(el("span", "when", clock.format(new Date())), el("strong", null, label("alerts", alert.kind)),
+    item.append(el("span", "when", stamp.format(new Date(at * 1000))), el("strong", null, label("alerts", alert.kind)),
                 el("span", "msg", label("details", alert.message)), form);
     // As the server lists them: critical alerts on top, a new warning below the last of them.
     const critical = alert.severity === "critical";
@@ -103,8 +109,9 @@
       addFeed(at, verdict, label("outcomes", data.outcome) + score,
               data.id ? `entry-${data.id}` : null);
     },
-    alert: (data, at) => {
-      addAlert(data);
+    alert: (data, at, id) => {
+      // A replayed alert the page was drawn with, or without because it is acknowledged.
+      if (id > config.alertsDrawn) addAlert(data, at);
       addFeed(at, "alert", `${texts.ui.alert}: ${label("alerts", data.kind)} · ${label("details", data.message)}`);
     },
     alert_ack: (data) => {
@@ -124,7 +131,7 @@
   for (const [kind, handle] of Object.entries(handlers)) {
     source.addEventListener(kind, (message) => {
       const data = JSON.parse(message.data);
-      handle(data, data.at || Date.now() / 1000);
+      handle(data, data.at || Date.now() / 1000, Number(message.lastEventId));
     });
   }
   source.addEventListener("resync", () => window.location.reload());
