@@ -237,6 +237,77 @@ def test_unplug_mid_stream_reconnects_and_runs_nothing_twice(tmp_path: Path) -> 
     run(scenario())
 
 
+async def kinds_until_connected(events: asyncio.Queue[StationEvent]) -> list[str]:
+    """The kinds of event the station reports up to and including ``link_connected``."""
+    kinds: list[str] = []
+    while not kinds or kinds[-1] != "link_connected":
+        kinds.append((await asyncio.wait_for(events.get(), 10)).kind)
+    return kinds
+
+
+def test_a_fire_alarm_that_cleared_while_unplugged_is_reported_before_connected(
+    tmp_path: Path,
+) -> None:
+    """The station keeps 32 events while unplugged. A cleared fire alarm buried under
+    more than that must still reach the gate, ahead of "connected", or the gate would
+    keep the door released for as long as the link then lasts."""
+
+    async def scenario() -> None:
+        with Emulator(auto_door=False) as emulator:
+            station = await connected(emulator, link=tmp_path / "station")
+            events = station.subscribe()
+            emulator.world.fire(True)
+            await next_event(events, "fire_on")
+            await asyncio.to_thread(emulator.unplug)
+            await next_event(events, "link_offline")
+            emulator.world.fire(False)
+            await asyncio.sleep(0.1)
+            for _ in range(25):  # 50 events: the oldest, fire_off among them, are dropped
+                for present in (True, False):
+                    emulator.world.hands(present)
+                    await asyncio.sleep(0.03)
+            await asyncio.to_thread(emulator.replug)
+            kinds = await kinds_until_connected(events)
+            assert "fire_off" in kinds, kinds
+            assert not emulator.world.relay_unlocked
+            await station.close()
+
+    run(scenario())
+
+
+def test_a_gate_that_starts_during_a_fire_alarm_learns_of_it() -> None:
+    """Its predecessor got the fire_on event; the station's status still says so."""
+
+    async def start(port: str) -> tuple[Station, list[str]]:
+        station = Station(port, SETTINGS)
+        events = station.subscribe()
+        await station.start()
+        return station, await kinds_until_connected(events)
+
+    async def scenario() -> None:
+        with Emulator(auto_door=False) as emulator:
+            port = emulator.start()
+            first = Station(port, SETTINGS)
+            await first.start()
+            events = first.subscribe()
+            emulator.world.fire(True)
+            await next_event(events, "fire_on")  # the event goes to this gate only
+            await first.close()
+            second, kinds = await start(port)
+            assert "fire_on" in kinds, kinds
+            events = second.subscribe()
+            emulator.world.fire(False)
+            await next_event(events, "fire_off")
+            await second.close()
+            _wait(lambda: not emulator.world.relay_unlocked)
+            # Without a fire, a start says nothing about it.
+            third, kinds = await start(port)
+            assert "fire_on" not in kinds and "fire_off" not in kinds, kinds
+            await third.close()
+
+    run(scenario())
+
+
 HOST = """
 import asyncio, sys
 from gate.config import StationSettings

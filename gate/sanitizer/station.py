@@ -114,6 +114,7 @@ class Station:
         self._command_lock = asyncio.Lock()
         self._subscribers: list[asyncio.Queue[StationEvent]] = []
         self._hands = False
+        self._fire: bool | None = None  # as last reported to subscribers; None: never
         self._hands_waiters: set[asyncio.Future[None]] = set()
         self._dispense_waiters: dict[int, asyncio.Future[int]] = {}
         self._dispense_refs = itertools.count(1)
@@ -305,16 +306,32 @@ class Station:
         if self._ever_connected:
             self._metrics.reconnects += 1
         self._ever_connected = True
-        self._set_state(LinkState.CONNECTED)
-        for event in self._early_events:  # sent right after the hello: after link_connected
+        for event in self._early_events:  # the events the station kept while unplugged
             self._on_event(*event)
         self._early_events = []
         try:
             if self._limits is not None:
                 await self.configure(self._limits)
-            await self.status()  # learn whether hands are already there
+            self._reconcile_fire(await self.status())  # and whether hands are already there
         except StationError as exc:
             log.warning("station setup after connect failed: %s", exc)
+        # Announced last: what the station says about the fire input must reach the gate
+        # before "connected" does, or a gate that still thinks the fire is on would
+        # send its release to the door first.
+        self._set_state(LinkState.CONNECTED)
+
+    def _reconcile_fire(self, status: StationStatus) -> None:
+        """Report the fire input as the station sees it now, if that is news.
+
+        The station keeps only its last few events while unplugged, so a ``fire_off``
+        can be lost under others; and a restarted gate never saw the ``fire_on`` that
+        its predecessor got. Either way the gate would hold the wrong mode, and with it
+        a released door, for as long as the link lasts.
+        """
+        if self._fire is None and not status.fire:
+            self._fire = False  # the gate starts out assuming no fire: nothing to say
+        elif status.fire != self._fire:
+            self._on_event("fire_on" if status.fire else "fire_off", 0, 0)
 
     async def _supervise(self) -> None:
         backoff = 0.1
@@ -373,6 +390,8 @@ class Station:
                 for waiter in self._hands_waiters:
                     if not waiter.done():
                         waiter.set_result(None)
+        elif name in ("fire_on", "fire_off"):
+            self._fire = name == "fire_on"
         elif name == "dispensed":
             waiter = self._dispense_waiters.get(ref)
             if waiter is not None and not waiter.done():
