@@ -73,6 +73,18 @@ def test_occupancy_counts_admissions_and_overrides_minus_exits_since_reset(engin
     assert records.occupancy(engine, "g1") == 0  # never negative
 
 
+def test_an_order_lifted_after_the_clock_was_set_back_stays_lifted(engine: Engine) -> None:
+    """A clock that ran a month ahead dated the order; NTP fixed it before the lifting."""
+    ahead = NOW + timedelta(days=30)
+    with session(engine) as db:
+        db.add(AuditEvent(actor="guard", action="emergency_on", gate_id="g1", at=ahead))
+        db.add(AuditEvent(actor="guard", action="lockdown_on", gate_id="g1", at=ahead))
+        db.commit()
+        db.add(AuditEvent(actor="guard", action="emergency_off", gate_id="g1", at=NOW))
+        db.commit()
+    assert [e.action for e in records.standing_orders(engine, "g1")] == ["lockdown_on"]
+
+
 def test_retention_deletes_old_snapshots_and_entries(engine: Engine, tmp_path: Path) -> None:
     records.ensure_gate(engine, "g1")
     old_snap, new_snap = tmp_path / "old.jpg", tmp_path / "new.jpg"

@@ -137,14 +137,18 @@ STANDING_ORDERS = (("lockdown_on", "lockdown_off"), ("emergency_on", "emergency_
 
 def standing_orders(engine: Engine, gate_id: str) -> list[AuditEvent]:
     """The audit events of the staff orders (lockdown, emergency release) still in force at
-    this gate: those whose latest setting or lifting was a setting."""
+    this gate: those whose latest setting or lifting was a setting.
+
+    Latest by id, the order of writing, not by time: a clock set back (NTP fixing a
+    clock that ran ahead) would date a lifting before the order it lifted.
+    """
     standing = []
     with session(engine) as s:
         for pair in STANDING_ORDERS:
             latest = s.scalars(
                 select(AuditEvent)
                 .where(AuditEvent.gate_id == gate_id, AuditEvent.action.in_(pair))
-                .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+                .order_by(AuditEvent.id.desc())  # type: ignore[union-attr]
                 .limit(1)
             ).first()
             if latest is not None and latest.action == pair[0]:
