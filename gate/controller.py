@@ -622,7 +622,13 @@ class Controller:
                 del self._done_tracks[key]
 
     def _within_leave(self, now: float, last_seen: datetime) -> bool:
-        return (self.wall(now) - last_seen).total_seconds() <= self.policy.leave_seconds
+        """Whether a visit left open by a restart may still be the person in view.
+
+        A visit seen "in the future" is not: the clock went back (a board that booted
+        in 1970, an NTP step), and any face could otherwise take it over unchecked.
+        """
+        elapsed = (self.wall(now) - last_seen).total_seconds()
+        return 0 <= elapsed <= self.policy.leave_seconds
 
     def _expire_resumable(self, now: float) -> list[Action]:
         entry = self._resumable

@@ -462,6 +462,25 @@ def test_resume_closes_stale_visits_and_never_adopts_a_later_stranger() -> None:
     assert len(entries) == 2
 
 
+@pytest.mark.parametrize("outcome", [Outcome.ADMITTED, Outcome.PENDING])
+def test_resume_after_the_clock_went_back_never_hands_the_visit_to_a_stranger(
+    outcome: Outcome,
+) -> None:
+    """Power cut mid-visit; the board boots with its clock a year behind. The saved visit
+    looks a year in the future: it must be closed, and a bare face an hour later
+    refused, not let in as that visitor."""
+    saved = EntryRecord("e1", 42, outcome, wall(0), wall(0), mask_label=MaskLabel.MASK)
+    g = Gate()
+    g.c.wall = lambda now: wall(now) - timedelta(days=365)
+    g.now = 0.5
+    g.run(g.c.resume(g.now, [saved]))
+    g.wait(3600)
+    g.see(face(MaskLabel.NO_MASK, key="stranger"), seconds=0.5)
+    assert not g.of(Unlock)
+    assert g.c.prompt is Prompt.WEAR_MASK
+    assert g.entries()["e1"].finished_at is not None
+
+
 @pytest.mark.parametrize("outcome", [Outcome.DENIED_NO_MASK, Outcome.ADMITTED])
 def test_resume_expires_an_open_visit_when_nobody_shows_up(outcome: Outcome) -> None:
     entry = EntryRecord("e1", 7, outcome, wall(0), wall(0))
