@@ -35,6 +35,7 @@ from gate.controller import (
     Dispense,
     EntryRecord,
     Lock,
+    Mode,
     RaiseAlert,
     SaveEntry,
     ShowPrompt,
@@ -117,6 +118,9 @@ class GateRuntime:
         self._db_pool = ThreadPoolExecutor(1, thread_name_prefix="gate-db")
         self._vision_pool = ThreadPoolExecutor(1, thread_name_prefix="gate-vision")
         self._stopping = asyncio.Event()
+        # Set once the gate has resumed open visits and restored standing orders: from
+        # then on its mode is the one it will act on.
+        self.started = asyncio.Event()
         self._watchers = 0
         self._latest_annotated: np.ndarray | None = None
         self._last_frame: np.ndarray | None = None
@@ -144,6 +148,7 @@ class GateRuntime:
             self.controller.station_health(now, self.station.state is not LinkState.OFFLINE)
         )
         self._publish_state(force=True)
+        self.started.set()
         tasks = [asyncio.create_task(self._station_loop(events), name="station")]
         if self.realtime:
             tasks.append(asyncio.create_task(self._tick_loop(), name="tick"))
@@ -189,8 +194,12 @@ class GateRuntime:
     # ------------------------------------------------------------------ staff commands
 
     async def override_unlock(self, actor: str, reason: str) -> None:
+        """Let one person in. Refused, and so neither audited nor counted, when the
+        station cannot do it or the door is already released for an emergency."""
         if not self.controller.station_ok:
             raise CommandRefused("station_offline")
+        if self.controller.mode is Mode.EMERGENCY:
+            raise CommandRefused("door_released")
         await self._audit(actor, "override_unlock", reason)
         await self._db(records.log_station, self.engine, self.settings.gate_id, "override_unlock")
         await self._command(self.controller.override_unlock)
@@ -473,6 +482,15 @@ class GateRuntime:
             seen[name] = value
 
     def _wall(self, mono: float) -> datetime:
+        """The wall-clock time of an instant on the gate's clock.
+
+        Live, the wall clock is read afresh, so a clock that NTP sets right while the
+        gate runs (a box without a battery-backed clock boots in 1970) dates the
+        entries after it right, and retention does not take them for old ones. A
+        replay runs on the file's own clock, counted from its start.
+        """
+        if self.realtime:
+            return datetime.now(UTC) - timedelta(seconds=self.clock() - mono)
         start_mono, start_wall = self._epoch
         return start_wall + timedelta(seconds=mono - start_mono)
 

@@ -8,11 +8,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+import gate.runtime as runtime_module
 from gate.assembly import Gate, assemble
 from gate.camera.simulated import SimVisitor
 from gate.camera.verdict import MaskLabel
@@ -47,6 +49,7 @@ async def gate_running(
     async with assemble(gate_settings(data_dir, **policy), visitors=visitors) as gate:
         task = asyncio.create_task(gate.runtime.run())
         try:
+            await asyncio.wait_for(gate.runtime.started.wait(), 15)
             await until(lambda: gate.runtime.station.state.value == "connected", 15)
             yield gate
         finally:
@@ -92,6 +95,25 @@ async def test_masked_visitor_unlocks_the_real_relay_after_the_entry_is_saved(ru
     assert len(unlocks(gate)) == 1  # one person, one unlock, however long in view
 
 
+async def test_entries_follow_the_wall_clock_when_ntp_sets_it_while_running(
+    running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A box that booted with its clock 400 days behind: once NTP sets it right, the
+    next visitor is logged today, not 400 days ago (where retention would delete it)."""
+    gate = await running(MASKED_LATER)
+    step = timedelta(days=400)
+
+    class SetRight(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> datetime:  # type: ignore[override]
+            return datetime.now(tz) + step
+
+    monkeypatch.setattr(runtime_module, "datetime", SetRight)
+    await until(lambda: rows(gate, Entry), 20)
+    seen = rows(gate, Entry)[0].seen_at.replace(tzinfo=UTC)
+    assert abs(seen - (datetime.now(UTC) + step)) < timedelta(minutes=1), seen
+
+
 async def test_lockdown_keeps_a_masked_visitor_out(running) -> None:
     gate = await running(MASKED_LATER)
     await gate.runtime.set_lockdown("guard", True, "drill")
@@ -125,6 +147,19 @@ async def test_a_staff_emergency_release_outlives_a_restart(data_dir: Path) -> N
         await gate.runtime.set_emergency("guard", False, "all clear")
     async with gate_running(data_dir, NOBODY) as gate:
         assert gate.runtime.controller.mode.value == "lockdown"  # the lockdown still stands
+
+
+async def test_unlock_once_during_an_emergency_is_refused_not_counted(data_dir: Path) -> None:
+    """The door is free already; an "unlock once" that did nothing must not be audited as
+    done, nor counted as a person in after the next restart."""
+    async with gate_running(data_dir, NOBODY) as gate:
+        await gate.runtime.set_emergency("guard", True, "smoke on floor 2")
+        with pytest.raises(CommandRefused, match="door_released"):
+            await gate.runtime.override_unlock("guard", "courier")
+        await gate.runtime.set_emergency("guard", False, "all clear")
+        assert [a.action for a in rows(gate, AuditEvent)] == ["emergency_on", "emergency_off"]
+    async with gate_running(data_dir, NOBODY) as gate:
+        assert gate.runtime.snapshot()["occupancy"] == 0
 
 
 async def test_an_unlock_the_station_cannot_carry_out_is_refused(running) -> None:

@@ -160,6 +160,10 @@ COMMAND_REFUSALS: dict[str, str] = {
         "The station is offline, so the door cannot be unlocked. Check the station's cable "
         "and power."
     ),
+    "door_released": N_(
+        "The door is already released for an emergency: there is nothing to unlock. "
+        "End the emergency first to let people in one at a time."
+    ),
 }
 
 LINK_STATES: dict[str, str] = {
