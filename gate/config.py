@@ -24,6 +24,7 @@ from pydantic import (
     IPvAnyNetwork,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
@@ -39,6 +40,7 @@ from gate.errors import GateError
 DEFAULT_DATA_DIR = Path("var")
 # The firmware refuses anything longer; the host never asks for more.
 MAX_UNLOCK_SECONDS = 30.0
+LEAVE_FRAMES = 3  # frames a face may go unseen and still be the same visitor
 
 
 class Section(BaseModel):
@@ -90,7 +92,9 @@ class StationSettings(Section):
 class PolicySettings(Section):
     mask_policy: MaskPolicy = MaskPolicy.DENY
     sanitizer_required: bool = True
-    unlock_seconds: float = Field(5.0, gt=0, le=MAX_UNLOCK_SECONDS)
+    unlock_seconds: float = Field(
+        5.0, ge=1, le=MAX_UNLOCK_SECONDS, description="How long the strike stays released."
+    )
     sanitizer_timeout_seconds: float = Field(15.0, gt=0, le=300)
     decision_window_seconds: float = Field(
         0.1, ge=0, le=5, description="Shortest time a face is watched before a decision."
@@ -99,7 +103,7 @@ class PolicySettings(Section):
         3.0, gt=0, le=60, description="How long a denied visitor sees the prompt before re-check."
     )
     leave_seconds: float = Field(
-        1.5, gt=0, le=30, description="A face unseen this long has left the gate."
+        1.5, ge=0.5, le=30, description="A face unseen this long has left the gate."
     )
     capacity: int | None = Field(
         None, ge=1, description="Most people inside at once; none = no limit."
@@ -177,6 +181,18 @@ class Settings(BaseSettings):
     snapshots: SnapshotSettings = SnapshotSettings()
     retention: RetentionSettings = RetentionSettings()
     server: ServerSettings = ServerSettings()
+
+    @model_validator(mode="after")
+    def _leave_outlasts_missed_frames(self) -> Settings:
+        """A face the detector misses for a frame or two has not left. Were leave_seconds
+        shorter than that, every visit would end before it is decided."""
+        shortest = LEAVE_FRAMES / self.camera.fps
+        if self.policy.leave_seconds < shortest:
+            raise ValueError(
+                f"policy.leave_seconds must be at least {LEAVE_FRAMES} camera frames: "
+                f"{shortest:g} s at camera.fps {self.camera.fps:g}"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -320,6 +336,8 @@ def describe(exc: ValidationError) -> str:
         key = ".".join(str(p) for p in error["loc"]) or "(root)"
         if error["type"] == "extra_forbidden":
             parts.append(f"unknown key '{key}'")
+        elif not error["loc"] and error["type"] == "value_error":
+            parts.append(str(error["ctx"]["error"]))  # a check across keys names its keys
         else:
             parts.append(f"'{key}': {error['msg']}")
     return "; ".join(parts)

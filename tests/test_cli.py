@@ -134,6 +134,11 @@ def test_config_check_accepts_the_shipped_example() -> None:
         ("[server]\ntrusted_proxies = ['proxy.local']\n", ["server.trusted_proxies"]),
         ("[server]\ntimezone = 'Asia/Saigon City'\n", ["server.timezone", "unknown time zone"]),
         ("[server]\nkiosk_addresses = ['kiosk.local']\n", ["server.kiosk_addresses"]),
+        # Under a millisecond the wire says 0 and the station refuses every unlock.
+        ("[policy]\nunlock_seconds = 0.0004\n", ["policy.unlock_seconds", "1"]),
+        # Shorter than a missed frame, every visit ends before it is decided.
+        ("[policy]\nleave_seconds = 0.001\n", ["policy.leave_seconds", "0.5"]),
+        ("[policy]\nleave_seconds = 1\n[camera]\nfps = 2\n", ["policy.leave_seconds", "1.5 s"]),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, words: list[str]) -> None:
