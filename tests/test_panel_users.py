@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,21 @@ def test_service_rules(tmp_path: Path) -> None:
     assert len(generated) == 50 and all(len(p) == 16 for p in generated)
 
 
+def test_a_vietnamese_password_is_the_same_however_the_keyboard_composes_it(
+    tmp_path: Path,
+) -> None:
+    """Unikey and other input methods send "ậ" either as one character or as "a" with
+    combining marks; the password must not depend on which."""
+    engine = make_runtime(tmp_path).engine
+    composed = unicodedata.normalize("NFC", "Mật-khẩu-thứ-ba-2025")
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert composed != decomposed
+    users.create_user(engine, "thu", Role.SECURITY, composed)
+    assert users.verify_login(engine, "thu", decomposed).user is not None
+    users.set_password(engine, "thu", decomposed)
+    assert users.verify_login(engine, "thu", composed).user is not None
+
+
 def test_cli_add_passwd_disable_list(tmp_path: Path) -> None:
     config = tmp_path / "gate.toml"
     config.write_text(f'data_dir = "{tmp_path}"\n', encoding="utf-8")
@@ -62,9 +78,25 @@ def test_cli_add_passwd_disable_list(tmp_path: Path) -> None:
     assert gate("user", "disable", "guard1", "-c", str(config)).returncode == 0
     listed = gate("user", "list", "-c", str(config))
     assert listed.stdout.strip() == "guard1\tsecurity\tdisabled"
+    # Back from leave, and promoted: the same account, not a new username.
+    assert gate("user", "enable", "guard1", "-c", str(config)).returncode == 0
+    promoted = gate("user", "role", "guard1", "--role", "manager", "-c", str(config))
+    assert promoted.returncode == 0 and promoted.stdout.strip() == "guard1 is now manager"
+    listed = gate("user", "list", "-c", str(config))
+    assert listed.stdout.strip() == "guard1\tmanager\tactive"
+    assert users.verify_login(engine, "guard1", "a chosen password").user is not None
     with session(engine) as db:
         actions = [(a.actor, a.action) for a in db.exec(select(AuditEvent))]
-    assert actions == [("cli", "user_create"), ("cli", "user_password"), ("cli", "user_disable")]
+    assert actions == [
+        ("cli", "user_create"),
+        ("cli", "user_password"),
+        ("cli", "user_disable"),
+        ("cli", "user_enable"),
+        ("cli", "user_role"),
+    ]
+    assert_one_line_error(
+        gate("user", "role", "nobody", "--role", "manager", "-c", str(config)), "no such user"
+    )
     assert_one_line_error(gate("user", "list", "-c", str(tmp_path / "nope.toml")), "not found")
 
 
@@ -109,6 +141,39 @@ def test_admin_page_refuses_a_password_of_control_characters(tmp_path: Path) -> 
     missing = admin.post("/admin/users/nobody/password", data={"csrf_token": token})
     assert missing.status_code == 404 and "no such user: &#39;nobody&#39;" in missing.text
     assert "guard3" not in [u.username for u in users.list_users(runtime.engine)]
+
+
+def test_admin_page_enables_an_account_and_changes_a_role_but_not_its_own(
+    tmp_path: Path,
+) -> None:
+    app, runtime = make_app(tmp_path)
+    admin = client_for(app, "admin")
+    token = admin.headers["x-csrf-token"]
+    users.create_user(runtime.engine, "lan", Role.SECURITY, "long enough pw")
+    users.disable_user(runtime.engine, "lan")
+    page = admin.get("/admin/users").text
+    assert 'action="/admin/users/lan/enable"' in page
+    assert 'action="/admin/users/admin/role"' not in page  # nor a disable button for oneself
+    enabled = admin.post(
+        "/admin/users/lan/enable", data={"csrf_token": token}, follow_redirects=False
+    )
+    assert enabled.status_code == 303
+    changed = admin.post(
+        "/admin/users/lan/role",
+        data={"role": "manager", "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert changed.status_code == 303
+    (lan,) = [u for u in users.list_users(runtime.engine) if u.username == "lan"]
+    assert lan.role == "manager" and not lan.disabled
+    own = admin.post("/admin/users/admin/role", data={"role": "security", "csrf_token": token})
+    assert own.status_code == 409 and "Bạn không thể đổi vai trò của chính mình." in own.text
+    bad = admin.post("/admin/users/lan/role", data={"role": "janitor", "csrf_token": token})
+    assert bad.status_code == 422 and "vai trò phải là một trong" in bad.text
+    missing = admin.post("/admin/users/nobody/enable", data={"csrf_token": token})
+    assert missing.status_code == 404
+    audit = admin.get("/audit").text
+    assert "Đã đổi vai trò" in audit and "Đã mở lại tài khoản" in audit
 
 
 def test_admin_page_creates_with_a_one_time_password_and_protects_itself(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""``gate user add|passwd|disable|list``: staff accounts from the command line.
+"""``gate user add|passwd|role|disable|enable|list``: staff accounts from the command line.
 
 The first admin has to come from somewhere that is not the panel; this is it.
 Passwords are generated unless given on standard input, so none ever appears
@@ -77,6 +77,24 @@ def disable(username: str, config: ConfigOption = None) -> None:
     """Disable an account; its sessions stop working at their next request."""
     users.disable_user(_engine(config), username)
     typer.echo(f"disabled {username}")
+
+
+@user_app.command("enable")
+def enable(username: str, config: ConfigOption = None) -> None:
+    """Let a disabled account log in again, with the password it had."""
+    users.enable_user(_engine(config), username)
+    typer.echo(f"enabled {username}")
+
+
+@user_app.command("role")
+def role(
+    username: str,
+    new_role: Annotated[Role, typer.Option("--role", help="admin, manager or security")],
+    config: ConfigOption = None,
+) -> None:
+    """Give an account another role; it applies from the user's next request."""
+    users.set_role(_engine(config), username, new_role)
+    typer.echo(f"{username} is now {new_role.value}")
 
 
 @user_app.command("list")

@@ -125,6 +125,8 @@ ACTIONS: dict[str, str] = {
     "user_create": N_("User created"),
     "user_password": N_("Password changed"),
     "user_disable": N_("User disabled"),
+    "user_enable": N_("User enabled"),
+    "user_role": N_("Role changed"),
     "retention": N_("Old records deleted"),
 }
 
@@ -136,6 +138,8 @@ AUDIT_DETAILS: dict[str, str] = {
     "user_create": N_("%(user)s, role: %(role)s"),
     "user_password": N_("user %(user)s"),
     "user_disable": N_("user %(user)s"),
+    "user_enable": N_("user %(user)s"),
+    "user_role": N_("%(user)s, role: %(role)s"),
     "alert_ack": N_("alert #%(alert)s, %(kind)s: %(message)s"),
     "retention": N_("%(entries)s entries and %(snapshots)s snapshots deleted"),
 }

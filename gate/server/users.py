@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,6 +34,8 @@ MAX_FAILURES = 5
 LOCKOUT = timedelta(minutes=5)
 # Unambiguous characters only: the demo password is read off a terminal and typed.
 _ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+NO_SUCH_USER = N_("no such user: '%(name)s'")
 
 _hasher = PasswordHash.recommended()
 # Verified against when the username is unknown, so a miss costs as long as a hit
@@ -80,6 +83,12 @@ def normalise_username(username: str) -> str:
     return name
 
 
+def canonical_password(password: str) -> str:
+    """The password as composed Unicode (NFC). A Vietnamese keyboard may send "ậ" as one
+    character or as "a" plus two combining marks; both are the same password."""
+    return unicodedata.normalize("NFC", password)
+
+
 def _check_password(password: str) -> None:
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         raise AccountError(
@@ -111,6 +120,7 @@ def create_user(
 ) -> User:
     name = normalise_username(username)
     checked_role = _role(role)
+    password = canonical_password(password)
     _check_password(password)
     with session(engine) as db:
         if db.exec(select(User).where(User.username == name)).first() is not None:
@@ -130,12 +140,13 @@ def create_user(
 def _get(db, username: str) -> User:  # type: ignore[no-untyped-def]
     user = db.exec(select(User).where(User.username == username.strip().lower())).first()
     if user is None:
-        raise AccountError(N_("no such user: '%(name)s'"), name=username)
+        raise AccountError(NO_SUCH_USER, name=username)
     return user
 
 
 def set_password(engine: Engine, username: str, password: str, actor: str = "cli") -> None:
     """Replace the password; also clears a lockout (the usual reason to call this)."""
+    password = canonical_password(password)
     _check_password(password)
     with session(engine) as db:
         user = _get(db, username)
@@ -151,13 +162,33 @@ def set_password(engine: Engine, username: str, password: str, actor: str = "cli
 
 def disable_user(engine: Engine, username: str, actor: str = "cli") -> None:
     """Disable rather than delete: audit rows keep naming a user who still exists."""
+    _set_disabled(engine, username, True, actor)
+
+
+def enable_user(engine: Engine, username: str, actor: str = "cli") -> None:
+    """Let a disabled account log in again (staff back from leave) with its password."""
+    _set_disabled(engine, username, False, actor)
+
+
+def _set_disabled(engine: Engine, username: str, disabled: bool, actor: str) -> None:
     with session(engine) as db:
         user = _get(db, username)
-        user.disabled = True
+        user.disabled = disabled
         db.add(user)
-        db.add(
-            AuditEvent(actor=actor, action="user_disable", detail=audit_detail(user=user.username))
-        )
+        action = "user_disable" if disabled else "user_enable"
+        db.add(AuditEvent(actor=actor, action=action, detail=audit_detail(user=user.username)))
+        db.commit()
+
+
+def set_role(engine: Engine, username: str, role: str | Role, actor: str = "cli") -> None:
+    """Give an account another role; it applies from the user's next request."""
+    checked_role = _role(role)
+    with session(engine) as db:
+        user = _get(db, username)
+        user.role = checked_role.value
+        db.add(user)
+        detail = audit_detail(user=user.username, role=checked_role)
+        db.add(AuditEvent(actor=actor, action="user_role", detail=detail))
         db.commit()
 
 
@@ -189,7 +220,9 @@ def verify_login(
         locked_until = _aware(user.locked_until)
         if locked_until is not None and locked_until > now:
             return LoginResult(None, LoginFailure.LOCKED, locked_until)
-        valid, new_hash = _hasher.verify_and_update(password, user.password_hash)
+        valid, new_hash = _hasher.verify_and_update(
+            canonical_password(password), user.password_hash
+        )
         if not valid:
             user.failed_logins += 1
             if user.failed_logins >= MAX_FAILURES:

@@ -7,6 +7,7 @@ form is harder to reason about than one restarted with a reviewed file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -84,10 +85,31 @@ async def disable(request: Request, username: str, admin: Admin) -> Response:
     if username == admin.username:
         _ = translator(request)
         return await _users_page(request, 409, error=_("You cannot disable your own account."))
+    return await _change(request, users.disable_user, username, admin.username)
+
+
+@router.post("/users/{username}/enable")
+async def enable(request: Request, username: str, admin: Admin) -> Response:
+    return await _change(request, users.enable_user, username, admin.username)
+
+
+@router.post("/users/{username}/role")
+async def change_role(
+    request: Request, username: str, role: Annotated[str, Form(max_length=16)], admin: Admin
+) -> Response:
+    if username == admin.username:  # nor could the last admin then undo it
+        _ = translator(request)
+        return await _users_page(request, 409, error=_("You cannot change your own role."))
+    return await _change(request, users.set_role, username, role, admin.username)
+
+
+async def _change(request: Request, change: Callable[..., None], *args: str) -> Response:
+    """Carry out one account change; a refusal re-shows the page with its reason."""
     try:
-        await run_in_threadpool(users.disable_user, panel(request).engine, username, admin.username)
+        await run_in_threadpool(change, panel(request).engine, *args)
     except users.AccountError as exc:
-        return await _users_page(request, 404, error=exc.translated(translator(request)))
+        status = 404 if exc.message == users.NO_SUCH_USER else 422
+        return await _users_page(request, status, error=exc.translated(translator(request)))
     return redirect(request, "/admin/users")
 
 
