@@ -158,6 +158,12 @@ def test_detail_and_snapshot_only_inside_the_data_dir(tmp_path: Path) -> None:
     assert image.status_code == 200 and image.content == b"\xff\xd8jpeg"
     for row in bad:
         assert client.get(f"/entries/{row['id']}/snapshot").status_code == 404
+    # The API says a picture is there only where this panel can serve it: not for a path
+    # outside its data dir, nor for another gate's picture, kept on that gate's disk.
+    elsewhere = seed(runtime.engine, 1, snapshot_path="/var/lib/other-gate/snapshots/b.jpg")[0]
+    listed = {e["id"]: e["has_snapshot"] for e in client.get("/api/entries").json()["entries"]}
+    assert listed[good["id"]] and not listed[elsewhere["id"]]
+    assert not any(listed[row["id"]] for row in bad)
     assert client.get("/entries/not-a-uuid").status_code == 404
     assert client_for(app, "security").get(f"/entries/{good['id']}/snapshot").status_code == 403
 

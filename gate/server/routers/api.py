@@ -29,7 +29,7 @@ from gate.server.filters import (
     parse_entry_filter,
 )
 from gate.server.i18n import N_, as_utc
-from gate.server.routers.entries import Filters
+from gate.server.routers.entries import Filters, snapshot_file
 from gate.server.routers.live import clean_reason
 from gate.server.routers.stats import figures
 from gate.server.users import list_users
@@ -75,7 +75,9 @@ class EntryOut(BaseModel):
     mask_score: float | None
     sanitized: bool
     door_opened: bool
-    has_snapshot: bool
+    has_snapshot: bool = Field(
+        description="This panel can serve the picture (another gate keeps its own on its disk)."
+    )
 
 
 class EntryPageOut(BaseModel):
@@ -233,8 +235,15 @@ async def entries(
         parse_cursor(before, "before"),
         parse_cursor(after, "after"),
     )
+    data_dir = p.settings.data_dir
+    served = await run_in_threadpool(
+        lambda: [snapshot_file(data_dir, r.snapshot_path) is not None for r in page.rows]
+    )
     return EntryPageOut(
-        entries=[_out(EntryOut, r, p.zone, has_snapshot=bool(r.snapshot_path)) for r in page.rows],
+        entries=[
+            _out(EntryOut, r, p.zone, has_snapshot=here)
+            for r, here in zip(page.rows, served, strict=True)
+        ],
         newer=page.newer.encode() if page.newer else None,
         older=page.older.encode() if page.older else None,
     )
