@@ -16,9 +16,10 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 import cv2
 import numpy as np
@@ -109,10 +110,12 @@ class GateRuntime:
         # Replaying a file runs as fast as it decodes, on the file's own clock.
         self.realtime = realtime
         self._epoch = (clock(), datetime.now(UTC))
+        self._zone = ZoneInfo(settings.server.timezone)
+        self._occupancy_day = self._today()
         self.controller = Controller(
             settings.policy,
             wall=self._wall,
-            occupancy=records.occupancy(engine, settings.gate_id),
+            occupancy=records.occupancy(engine, settings.gate_id, self._day_start()),
         )
         self._lock = asyncio.Lock()
         self._db_pool = ThreadPoolExecutor(1, thread_name_prefix="gate-db")
@@ -309,6 +312,10 @@ class GateRuntime:
             async with self._lock:
                 if not self._camera_healthy(now):
                     await self._apply(self.controller.camera_health(now, False))
+                if self._today() != self._occupancy_day:
+                    self._occupancy_day = self._today()
+                    log.info("a new day: the count of people inside starts again at 0")
+                    await self._apply(self.controller.reset_occupancy(now))
                 await self._apply(self.controller.tick(now))
 
     async def _station_loop(self, events: asyncio.Queue[StationEvent]) -> None:
@@ -480,6 +487,15 @@ class GateRuntime:
             if value > seen.get(name, 0):
                 counter.inc(value - seen.get(name, 0))
             seen[name] = value
+
+    def _today(self) -> date:
+        """The local date, in the zone the panel and statistics use."""
+        return datetime.now(self._zone).date()
+
+    def _day_start(self) -> datetime:
+        """Local midnight of today, in UTC: the count of people inside starts there."""
+        midnight = datetime.combine(self._today(), datetime.min.time(), self._zone)
+        return midnight.astimezone(UTC)
 
     def _wall(self, mono: float) -> datetime:
         """The wall-clock time of an instant on the gate's clock.

@@ -114,6 +114,24 @@ async def test_entries_follow_the_wall_clock_when_ntp_sets_it_while_running(
     assert abs(seen - (datetime.now(UTC) + step)) < timedelta(minutes=1), seen
 
 
+async def test_the_count_of_people_inside_starts_again_at_midnight(
+    running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = await running(NOBODY, capacity=1)
+    await gate.runtime.override_unlock("guard", "courier")
+    assert gate.runtime.snapshot()["occupancy"] == 1
+    assert gate.runtime.controller.mode.value == "full"
+
+    class Tomorrow(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> datetime:  # type: ignore[override]
+            return datetime.now(tz) + timedelta(days=1)
+
+    monkeypatch.setattr(runtime_module, "datetime", Tomorrow)
+    await until(lambda: gate.runtime.snapshot()["occupancy"] == 0, 5)
+    assert gate.runtime.controller.mode.value == "normal"
+
+
 async def test_lockdown_keeps_a_masked_visitor_out(running) -> None:
     gate = await running(MASKED_LATER)
     await gate.runtime.set_lockdown("guard", True, "drill")

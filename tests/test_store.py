@@ -66,11 +66,25 @@ def test_occupancy_counts_admissions_and_overrides_minus_exits_since_reset(engin
     records.save_entry(engine, entry(4, Outcome.DENIED_NO_MASK))
     records.log_station(engine, "g1", "exit")
     records.log_station(engine, "g1", "override_unlock")
-    assert records.occupancy(engine, "g1") == 3
+    today = datetime.now(UTC) - timedelta(hours=1)
+    assert records.occupancy(engine, "g1", today) == 3
     records.log_station(engine, "g1", records.OCCUPANCY_RESET)
-    assert records.occupancy(engine, "g1") == 0
+    assert records.occupancy(engine, "g1", today) == 0
     records.log_station(engine, "g1", "exit")
-    assert records.occupancy(engine, "g1") == 0  # never negative
+    assert records.occupancy(engine, "g1", today) == 0  # never negative
+
+
+def test_occupancy_starts_afresh_each_day(engine: Engine) -> None:
+    """Yesterday's visitors who left without pressing the exit button are not still
+    inside this morning; without a reset the count would only ever grow."""
+    records.ensure_gate(engine, "g1")
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    for ref in (1, 2):
+        records.save_entry(engine, entry(ref, Outcome.ADMITTED, unlocked_at=yesterday))
+    records.save_entry(engine, entry(3, Outcome.ADMITTED, unlocked_at=datetime.now(UTC)))
+    day_start = datetime.now(UTC) - timedelta(hours=1)
+    assert records.occupancy(engine, "g1", day_start) == 1
+    assert records.occupancy(engine, "g1", yesterday - timedelta(hours=1)) == 3
 
 
 def test_an_order_lifted_after_the_clock_was_set_back_stays_lifted(engine: Engine) -> None:

@@ -7,7 +7,7 @@ flight and never leaves half of one.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,6 +28,11 @@ from gate.store.models import (
 Row = TypeVar("Row", bound=SQLModel)
 ADMITTED = [Outcome.ADMITTED.value, Outcome.ADMITTED_REMINDED.value]
 OCCUPANCY_RESET = "occupancy_reset"
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything the store writes is UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def ensure_gate(engine: Engine, gate_id: str) -> None:
@@ -73,15 +78,20 @@ def entries_since(engine: Engine, gate_id: str, since: datetime) -> list[Entry]:
         return list(s.scalars(query))
 
 
-def occupancy(engine: Engine, gate_id: str) -> int:
-    """People inside: admissions minus exits since the last manual reset."""
+def occupancy(engine: Engine, gate_id: str, day_start: datetime) -> int:
+    """People inside: admissions minus exits since the day began, or since a manual
+    reset later that day.
+
+    Counting starts afresh each day because not everyone who leaves presses the exit
+    button (the door opens from inside), so the count only ever drifts upwards.
+    """
     with session(engine) as s:
         reset_at = s.scalar(
             select(func.max(StationLog.at)).where(
                 StationLog.gate_id == gate_id, StationLog.kind == OCCUPANCY_RESET
             )
         )
-        since = reset_at or datetime(1970, 1, 1, tzinfo=utcnow().tzinfo)
+        since = max(day_start, _utc(reset_at)) if reset_at is not None else day_start
         admitted = s.scalar(
             select(func.count())
             .select_from(Entry)
