@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -183,3 +184,29 @@ def test_a_kiosk_that_reconnects_after_a_restart_is_sent_the_current_prompt(
 
     for headers in ({}, {"last-event-id": "999999"}):
         assert asyncio.run(first_prompt(headers)) == {"prompt": "sanitize"}, headers
+
+
+def test_a_browser_that_leaves_mid_stream_leaves_no_error_behind(
+    served: tuple[LiveServer, FakeRuntime, dict[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A guard closing the live tab is ordinary: it must not write a traceback to the
+    gate's log ("Exception in ASGI application") nor leave the stream running."""
+    live, runtime, cookies = served
+
+    async def leave(path: str) -> None:
+        async with (
+            httpx2.AsyncClient(base_url=live.url, cookies=cookies, timeout=30) as client,
+            client.stream("GET", path) as response,
+        ):
+            async for _chunk in response.aiter_bytes():
+                break  # the stream is flowing; now the browser goes away
+
+    for path in ("/live/events", "/live/stream.mjpg", "/kiosk/events"):
+        asyncio.run(leave(path))
+    for _ in range(100):
+        if runtime.bus.subscriber_count == 0 and runtime.watchers == 0:
+            break
+        asyncio.run(asyncio.sleep(0.05))
+    assert runtime.bus.subscriber_count == 0 and runtime.watchers == 0
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]

@@ -16,6 +16,7 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import anyio
 import cv2
 import numpy as np
 from starlette.concurrency import run_in_threadpool
@@ -39,7 +40,13 @@ Transform = Callable[[Event], dict[str, Any] | None]
 async def until_stopping(
     stream: AsyncGenerator[bytes, None], stopping: Callable[[], Awaitable[None]]
 ) -> AsyncIterator[bytes]:
-    """``stream``'s chunks until ``stopping`` returns, then the end of the response."""
+    """``stream``'s chunks until ``stopping`` returns, then the end of the response.
+
+    The clean-up is shielded: when the browser leaves, the server cancels this request
+    again at every await, and an unshielded clean-up would close ``stream`` while its
+    pending chunk still runs ("aclose(): asynchronous generator is already running",
+    logged as a traceback for every closed tab).
+    """
     stop = asyncio.ensure_future(stopping())
     try:
         while not stop.done():
@@ -47,8 +54,9 @@ async def until_stopping(
             try:
                 await asyncio.wait([chunk, stop], return_when=asyncio.FIRST_COMPLETED)
             finally:  # also when the client left: the stream is never left running
-                chunk.cancel()
-                await asyncio.wait([chunk])
+                with anyio.CancelScope(shield=True):
+                    chunk.cancel()
+                    await asyncio.wait([chunk])
             if chunk.cancelled():
                 return
             try:
@@ -57,8 +65,9 @@ async def until_stopping(
                 return
             yield data
     finally:
-        stop.cancel()
-        await stream.aclose()
+        with anyio.CancelScope(shield=True):
+            stop.cancel()
+            await stream.aclose()
 
 
 def endless_response(
