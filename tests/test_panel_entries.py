@@ -207,7 +207,7 @@ def test_csv_export_for_a_decimal_comma_spreadsheet(tmp_path: Path) -> None:
     seed(runtime.engine, 1, mask_label="=1+2;x", mask_score=1.0)
     client = client_for(app, "manager")
     body = client.get("/entries/export.csv").content.decode("utf-8-sig")
-    assert body.startswith("id;gate;seen;outcome;mask_label;mask_score;")
+    assert body.startswith("id;gate;seen;outcome;outcome_text;mask_label;mask_score;")
     table = list(csv.reader(io.StringIO(body), delimiter=";"))
     header, lines = table[0], table[1:]
     assert len(lines) == len(rows) + 1 and all(len(line) == len(header) for line in lines)
@@ -216,6 +216,24 @@ def test_csv_export_for_a_decimal_comma_spreadsheet(tmp_path: Path) -> None:
     assert "'=1+2;x" in {line[label] for line in lines}  # quoted, so its ';' splits nothing
     daily = client.get("/stats/daily.csv").content.decode("utf-8-sig")
     assert daily.startswith("day;admitted;not_admitted;pending;doses;refills\r\n")
+
+
+def test_csv_export_says_each_outcome_in_words_in_the_managers_language(tmp_path: Path) -> None:
+    """The code stays for formulas; beside it, words a manager reads without a key."""
+    app, runtime = make_app(tmp_path)
+    seed(runtime.engine, 1, outcome="denied_no_mask")
+    client = client_for(app, "manager")
+
+    def exported() -> dict[str, str]:
+        body = client.get("/entries/export.csv").content.decode("utf-8-sig")
+        header, row = list(csv.reader(io.StringIO(body)))
+        return dict(zip(header, row, strict=True))
+
+    row = exported()
+    assert row["outcome"] == "denied_no_mask"
+    assert row["outcome_text"] == "Từ chối: không đeo khẩu trang"
+    client.post("/lang", data={"lang": "en", "csrf_token": client.headers["x-csrf-token"]})
+    assert exported()["outcome_text"] == "Denied: no mask"
 
 
 def test_export_batches_are_bounded(tmp_path: Path) -> None:

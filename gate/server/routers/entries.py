@@ -6,16 +6,18 @@ manager gets them, and only files that really lie inside the data directory.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
+from sqlalchemy import Row
 from starlette.concurrency import run_in_threadpool
 
-from gate.server import queries
+from gate.server import queries, texts
 from gate.server.csvexport import csv_download
 from gate.server.filters import (
     EntryQuery,
@@ -24,7 +26,7 @@ from gate.server.filters import (
     parse_entry_filter,
 )
 from gate.server.i18n import N_
-from gate.server.web import panel, render, require
+from gate.server.web import panel, render, require, translator
 from gate.store.models import Outcome, Role
 
 router = APIRouter(prefix="/entries", dependencies=[Depends(require(Role.MANAGER))])
@@ -37,6 +39,7 @@ EXPORT_HEADER = (
     "gate",
     "seen",
     "outcome",
+    "outcome_text",
     "mask_label",
     "mask_score",
     "first_label",
@@ -109,9 +112,19 @@ async def export_csv(request: Request, query: Filters) -> Response:
     gates = await run_in_threadpool(queries.gate_ids, p.engine)
     flt = parse_entry_filter(query, p.zone, gates)
     stamp = datetime.now(p.zone).strftime("%Y%m%d-%H%M")
+    translate = translator(request)
+
+    def readable(batches: Iterator[Sequence[Row[Any]]]) -> Iterator[list[tuple[Any, ...]]]:
+        """Each row with its outcome also in words, in the manager's language: the code
+        column stays for formulas and scripts, the words are for reading."""
+        for rows in batches:
+            yield [
+                (*row[:4], texts.label(texts.OUTCOMES, row[3], translate), *row[4:]) for row in rows
+            ]
+
     return csv_download(
-        f"entries-{stamp}.csv", EXPORT_HEADER, queries.iter_entry_batches(p.engine, flt), p.zone,
-        p.settings.server.csv_separator,
+        f"entries-{stamp}.csv", EXPORT_HEADER, readable(queries.iter_entry_batches(p.engine, flt)),
+        p.zone, p.settings.server.csv_separator,
     )  # fmt: skip
 
 
