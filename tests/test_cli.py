@@ -451,6 +451,39 @@ def test_a_bug_in_a_read_only_working_directory_still_leaves_its_traceback(
     assert "ZeroDivisionError: division by zero" in (tmp_path / "gate-crash.log").read_text()
 
 
+def test_a_bug_in_the_running_gate_leaves_its_traceback_in_the_gate_log(
+    tmp_path: Path,
+) -> None:
+    """`gate run` logs to <data_dir>/gate.log, and so does its crash: under systemd
+    (PrivateTmp) a crash file in the temp dir vanished with the restart."""
+    data, work, temp = tmp_path / "data", tmp_path / "work", tmp_path / "tmp"
+    for folder in (data, work, temp):
+        folder.mkdir()
+    crash = (
+        "import gate.cli as c\n"
+        "from gate.config import Settings\n"
+        "def run(**_):\n"
+        f"    c._log_to_file(Settings(data_dir={str(data)!r}))\n"
+        "    1 / 0\n"
+        "c.app = run\n"
+        "c.main()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATE_")}
+    result = subprocess.run(
+        [sys.executable, "-c", crash],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env=env | {"TMPDIR": str(temp), "PYTHONPATH": str(Path(__file__).parents[1])},
+        timeout=60,
+    )
+    assert result.returncode == 3
+    assert_one_line_error(result, "internal error: ZeroDivisionError", str(data / "gate.log"))
+    logged = (data / "gate.log").read_text(encoding="utf-8")
+    assert "Traceback" in logged and "ZeroDivisionError: division by zero" in logged
+    assert list(work.iterdir()) == list(temp.iterdir()) == []
+
+
 def test_the_gate_log_is_rotated_so_it_never_fills_the_disk(tmp_path: Path) -> None:
     """gate run's log rolls over into at most LOG_FILE_BACKUPS old files (here with a
     2 kB limit instead of 10 MB, so a few hundred lines show it)."""
