@@ -132,8 +132,9 @@ def replay(
 
 @config_app.command("show")
 def config_show(config: ConfigOption = None) -> None:
-    """Print the effective configuration (file + environment + defaults) as JSON."""
-    typer.echo(_settings(config).model_dump_json(indent=2))
+    """Print the effective configuration (file + environment + defaults) as JSON, the
+    database password masked."""
+    typer.echo(json.dumps(_settings(config).shown(), indent=2, ensure_ascii=False))
 
 
 @config_app.command("check")

@@ -113,6 +113,21 @@ def test_config_show_prints_the_embedded_defaults() -> None:
     assert shown["server"]["host"] == "127.0.0.1" and shown["server"]["port"] == 8000
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://postgres:s3cret@db.example:5432/gate", "postgresql://postgres:***@db.example:5432/gate"),
+        ("postgres:s3cret@db.example/gate", "<not a valid database URL>"),
+    ],
+)  # fmt: skip
+def test_config_show_masks_the_database_password(url: str, shown: str) -> None:
+    """As the admin settings page does: the output ends up in tickets and screenshots."""
+    result = gate("config", "show", env={"GATE_DATABASE_URL": url})
+    assert result.returncode == 0, result.stderr
+    assert "s3cret" not in result.stdout
+    assert json.loads(result.stdout)["database_url"] == shown
+
+
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
     config = write(tmp_path / "g.toml", "[policy]\nunlock_seconds = 4\n")
     result = gate(
