@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -280,6 +281,36 @@ def test_the_demo_keeps_off_an_installed_gates_log_and_staff(tmp_path: Path) -> 
     claim_database(settings)
     create_user(open_database(settings.effective_database_url), "guard1", "security", "pw pw pw pw")
     claim_database(settings)
+
+
+@pytest.mark.parametrize("where", ["environment", "config file"])
+def test_the_demos_hint_gives_it_a_database_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """With database_url set, the suggested GATE_DATA_DIR alone still led to the installed
+    gate's database, and the demo refused again."""
+    from gate.config import load_settings
+    from gate.demo import claim_database, demo_settings
+    from gate.server.users import create_user
+    from gate.store.db import open_database
+
+    installed = f"sqlite:///{tmp_path / 'installed.db'}"
+    create_user(open_database(installed), "admin", "admin", "the real admin's password")
+    config = write(tmp_path / "gate.toml", f'database_url = "{installed}"\n')
+    args, env = ["--config", str(config)], {}
+    if where == "environment":
+        args, env = [], {"GATE_DATABASE_URL": installed}
+    result = gate("demo", "--duration", "1", *args, env=env | {"GATE_DATA_DIR": str(tmp_path)})
+    assert_one_line_error(result, "data dir of its own")
+    hint = re.search(r"\(((?:GATE_\w+=\S+ )+)gate demo\)", result.stderr)
+    assert hint, result.stderr
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for assignment in hint.group(1).split():  # as the user would run it, in a folder of ours
+        name, value = assignment.split("=", 1)
+        monkeypatch.setenv(name, value.replace("/tmp/gate-demo", str(tmp_path / "demo")))
+    claim_database(demo_settings(load_settings(config if args else None)))
 
 
 def test_unwritable_data_dir_is_one_line(tmp_path: Path) -> None:
