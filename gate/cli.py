@@ -2,7 +2,7 @@
 
 Every user-facing failure is a GateError and is printed as one line on stderr
 with exit code 2. Anything else is a bug: one line points at the log file
-that holds the traceback.
+that holds the traceback (the gate's own log for `run` and `demo`).
 """
 
 from __future__ import annotations
@@ -132,8 +132,9 @@ def replay(
 
 @config_app.command("show")
 def config_show(config: ConfigOption = None) -> None:
-    """Print the effective configuration (file + environment + defaults) as JSON."""
-    typer.echo(_settings(config).model_dump_json(indent=2))
+    """Print the effective configuration (file + environment + defaults) as JSON, the
+    database password masked."""
+    typer.echo(json.dumps(_settings(config).shown(), indent=2, ensure_ascii=False))
 
 
 @config_app.command("check")
@@ -261,16 +262,27 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # a bug: keep the traceback in a file, show one line
-        crash_log = _save_crash(traceback.format_exc())
+        crash_log = _log_crash(exc) or _save_crash(traceback.format_exc())
         where = f"traceback in {crash_log}" if crash_log else "the traceback could not be saved"
         typer.echo(f"internal error: {exc!r} ({where})", err=True)
         sys.exit(3)
     sys.exit(code if isinstance(code, int) else 0)  # a command's typer.Exit(n) returns n
 
 
+def _log_crash(exc: Exception) -> Path | None:
+    """Write a bug's traceback to the gate's log where the command set one up (`run`,
+    `demo`): the file staff read, which outlives a restart, unlike a service's private
+    temp directory. None if the command has no log file."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            log.critical("internal error: %r", exc, exc_info=exc)
+            return Path(handler.baseFilename)
+    return None
+
+
 def _save_crash(text: str) -> Path | None:
-    """Write a bug's traceback to gate-crash.log in the working directory or, where that
-    is read-only (a systemd service's /opt), in the temp directory."""
+    """Write a bug's traceback, for a command without a log file, to gate-crash.log in
+    the working directory or, where that is read-only (/opt), in the temp directory."""
     for folder in (Path.cwd, lambda: Path(tempfile.gettempdir())):
         try:
             path = folder() / "gate-crash.log"

@@ -34,6 +34,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from gate.errors import GateError
 
@@ -216,6 +218,23 @@ class Settings(BaseSettings):
     def snapshots_dir(self) -> Path:
         """Pictures of visitors, one folder per UTC day (YYYY-MM-DD)."""
         return self.data_dir / "snapshots"
+
+    def shown(self) -> dict[str, Any]:
+        """The settings as JSON values for people to read (`gate config show`, the admin
+        page): a database password must not end up in a screenshot or a ticket."""
+        values = self.model_dump(mode="json")
+        if self.database_url:
+            values["database_url"] = masked_url(self.database_url)
+        return values
+
+
+def masked_url(url: str) -> str:
+    """A database URL with its password as ***. A string that is no URL cannot be taken
+    apart, so it is not shown at all rather than risk showing a password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<not a valid database URL>"
 
 
 class GateEnvironment(EnvSettingsSource):

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import make_url, select
+from sqlalchemy import select
 
 from gate.assembly import Gate, assemble, serve_panel
 from gate.camera.simulated import SimVisitor
 from gate.camera.verdict import MaskLabel
-from gate.config import Settings
+from gate.config import Settings, masked_url
 from gate.errors import GateError
 from gate.server.users import create_user, generate_password, set_password
 from gate.store.db import open_database, session
@@ -77,6 +77,15 @@ def demo_settings(settings: Settings) -> Settings:
     )
 
 
+def own_database_hint(settings: Settings) -> str:
+    """The command that runs the demo on a database of its own. A configured database_url
+    would still win over a new data dir, so the command sets it too, in the environment,
+    which outranks the config file."""
+    demo_dir = "/tmp/gate-demo"
+    database = f" GATE_DATABASE_URL=sqlite:///{demo_dir}/gate.db" if settings.database_url else ""
+    return f"GATE_DATA_DIR={demo_dir}{database} gate demo"
+
+
 def claim_database(settings: Settings, new_admin: bool = False) -> str | None:
     """The demo logs scripted visitors and resets `admin`'s password, so it runs only on
     an empty database or one an earlier demo claimed, never on an installed gate's log
@@ -92,11 +101,10 @@ def claim_database(settings: Settings, new_admin: bool = False) -> str | None:
         others = sorted(gates - {DEMO_GATE_ID})
         if others or (has_staff and DEMO_GATE_ID not in gates):
             owner = f"gate {others[0]}'s log" if others else "an installed gate's staff accounts"
-            where = make_url(url).render_as_string(hide_password=True)
             raise GateError(
-                f"the database {where} holds {owner}; the demo would add scripted visitors and "
-                "reset admin's password there, so give it a data dir of its own "
-                "(GATE_DATA_DIR=/tmp/gate-demo gate demo)"
+                f"the database {masked_url(url)} holds {owner}; the demo would add scripted "
+                "visitors and reset admin's password there, so give it a data dir of its own "
+                f"({own_database_hint(settings)})"
             )
         ensure_gate(engine, DEMO_GATE_ID)
         if not new_admin:

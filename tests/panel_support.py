@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import socket
@@ -16,9 +17,11 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import cv2
 import httpx2
 import numpy as np
 from fastapi import FastAPI
@@ -190,6 +193,34 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def write_clip(path: Path, frames: int = 20) -> Path:
+    """A short MJPG video (frames of changing grey) for camera sources to read."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 15, (160, 120))
+    for i in range(frames):
+        writer.write(np.full((120, 160, 3), i * 10 % 255, np.uint8))
+    writer.release()
+    return path
+
+
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, *_args: Any) -> None:
+        """No line per request in the test output."""
+
+
+@contextlib.contextmanager
+def serve_files(folder: Path, port: int) -> Iterator[None]:
+    """An HTTP server for ``folder`` on 127.0.0.1:``port``: a network camera coming up."""
+    handler = functools.partial(_QuietFiles, directory=str(folder))
+    with ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            server.shutdown()
+            thread.join(5)
 
 
 def start_demo(data: Path, port: int) -> tuple[subprocess.Popen[str], dict[str, str]]:

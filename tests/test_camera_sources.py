@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -14,14 +13,7 @@ from gate.camera.sources import CaptureSource, describe_target, open_source
 from gate.camera.verdict import MaskLabel
 from gate.config import CameraSettings
 from gate.errors import GateError
-
-
-def _video(path: Path, frames: int = 20) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 15, (160, 120))
-    for i in range(frames):
-        writer.write(np.full((120, 160, 3), i * 10 % 255, np.uint8))
-    writer.release()
-    return path
+from tests.panel_support import free_port, serve_files, write_clip
 
 
 def _wait(condition, seconds: float = 5.0) -> bool:
@@ -47,13 +39,37 @@ def test_corrupt_file_is_one_line_error(tmp_path: Path) -> None:
     assert "\n" not in str(err.value)
 
 
-def test_missing_camera_index_is_one_line_error() -> None:
-    with pytest.raises(GateError, match="cannot read camera 97"):
-        open_source(CameraSettings(source="97"))
+def test_a_missing_camera_is_retried_not_an_error() -> None:
+    """A camera that is absent at start is the same case as one that disappears later:
+    no error, no frames, unhealthy, and retried with backoff."""
+    settings = CameraSettings(source="97", stall_seconds=0.3)
+    source = CaptureSource(describe_target(settings.source), settings, backoff=(0.05, 0.1))
+    try:
+        assert _wait(lambda: source.metrics.reconnects >= 2)
+        assert source.read() is None and not source.healthy
+    finally:
+        source.close()
+
+
+def test_a_stream_that_comes_up_after_the_gate_is_picked_up(tmp_path: Path) -> None:
+    """An RTSP/HTTP camera that boots slower than the gate after a power cut."""
+    write_clip(tmp_path / "cam.avi")
+    port = free_port()
+    settings = CameraSettings(source=f"http://127.0.0.1:{port}/cam.avi", stall_seconds=0.3)
+    source = open_source(settings)
+    try:
+        assert isinstance(source, CaptureSource)
+        assert _wait(lambda: source.metrics.reconnects >= 1)
+        assert source.read() is None and not source.healthy
+        with serve_files(tmp_path, port):
+            assert _wait(lambda: source.read() is not None, 20), "the stream was not picked up"
+            assert source.healthy
+    finally:
+        source.close()
 
 
 def test_video_file_delivers_latest_frames_with_metrics(tmp_path: Path) -> None:
-    source = open_source(CameraSettings(source=str(_video(tmp_path / "v.avi")), fps=60))
+    source = open_source(CameraSettings(source=str(write_clip(tmp_path / "v.avi")), fps=60))
     try:
         got = source.read()
         assert got is not None
@@ -68,7 +84,7 @@ def test_video_file_delivers_latest_frames_with_metrics(tmp_path: Path) -> None:
 
 
 def test_camera_that_disappears_goes_unhealthy_and_recovers(tmp_path: Path) -> None:
-    path = _video(tmp_path / "cam.avi", frames=10)
+    path = write_clip(tmp_path / "cam.avi", frames=10)
     settings = CameraSettings(source=str(path), fps=60, stall_seconds=0.3)
     source = CaptureSource(str(path), settings, backoff=(0.05, 0.2), loop_file=False)
     try:
@@ -78,7 +94,7 @@ def test_camera_that_disappears_goes_unhealthy_and_recovers(tmp_path: Path) -> N
         assert _wait(lambda: source.metrics.reconnects >= 2)
         source.read()
         assert source.read() is None
-        _video(path, frames=10)  # plugged back in
+        write_clip(path, frames=10)  # plugged back in
         assert _wait(lambda: source.healthy)
     finally:
         source.close()

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import httpx2
 import pytest
+
+from tests.panel_support import csrf_of, free_port, serve_files, write_clip
 
 GATE = [sys.executable, "-m", "gate"]
 
@@ -106,6 +112,21 @@ def test_config_show_prints_the_embedded_defaults() -> None:
     assert shown["station"]["port"] == "emulated"
     assert shown["database_url"] is None  # SQLite in the data dir
     assert shown["server"]["host"] == "127.0.0.1" and shown["server"]["port"] == 8000
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://postgres:s3cret@db.example:5432/gate", "postgresql://postgres:***@db.example:5432/gate"),
+        ("postgres:s3cret@db.example/gate", "<not a valid database URL>"),
+    ],
+)  # fmt: skip
+def test_config_show_masks_the_database_password(url: str, shown: str) -> None:
+    """As the admin settings page does: the output ends up in tickets and screenshots."""
+    result = gate("config", "show", env={"GATE_DATABASE_URL": url})
+    assert result.returncode == 0, result.stderr
+    assert "s3cret" not in result.stdout
+    assert json.loads(result.stdout)["database_url"] == shown
 
 
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
@@ -262,6 +283,36 @@ def test_the_demo_keeps_off_an_installed_gates_log_and_staff(tmp_path: Path) -> 
     claim_database(settings)
 
 
+@pytest.mark.parametrize("where", ["environment", "config file"])
+def test_the_demos_hint_gives_it_a_database_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """With database_url set, the suggested GATE_DATA_DIR alone still led to the installed
+    gate's database, and the demo refused again."""
+    from gate.config import load_settings
+    from gate.demo import claim_database, demo_settings
+    from gate.server.users import create_user
+    from gate.store.db import open_database
+
+    installed = f"sqlite:///{tmp_path / 'installed.db'}"
+    create_user(open_database(installed), "admin", "admin", "the real admin's password")
+    config = write(tmp_path / "gate.toml", f'database_url = "{installed}"\n')
+    args, env = ["--config", str(config)], {}
+    if where == "environment":
+        args, env = [], {"GATE_DATABASE_URL": installed}
+    result = gate("demo", "--duration", "1", *args, env=env | {"GATE_DATA_DIR": str(tmp_path)})
+    assert_one_line_error(result, "data dir of its own")
+    hint = re.search(r"\(((?:GATE_\w+=\S+ )+)gate demo\)", result.stderr)
+    assert hint, result.stderr
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for assignment in hint.group(1).split():  # as the user would run it, in a folder of ours
+        name, value = assignment.split("=", 1)
+        monkeypatch.setenv(name, value.replace("/tmp/gate-demo", str(tmp_path / "demo")))
+    claim_database(demo_settings(load_settings(config if args else None)))
+
+
 def test_unwritable_data_dir_is_one_line(tmp_path: Path) -> None:
     blocker = write(tmp_path / "a-file", "")
     env = {"GATE_DATA_DIR": str(blocker / "data")}  # a folder inside a file: no one can write
@@ -288,12 +339,76 @@ def test_the_demo_announces_its_login_only_once_it_is_up(tmp_path: Path) -> None
     assert "login" not in result.stdout
 
 
-@pytest.mark.parametrize(
-    ("source", "words"), [("/nonexistent/clip.mp4", ["video", "not found"]), ("9", ["camera", "9"])]
-)
-def test_missing_camera_is_one_line(tmp_path: Path, source: str, words: list[str]) -> None:
-    env = {"GATE_DATA_DIR": str(tmp_path), "GATE_CAMERA__SOURCE": source}
-    assert_one_line_error(gate("run", env=env), *words)
+def test_a_missing_video_file_is_one_line(tmp_path: Path) -> None:
+    """A file that is not there is a typo in the config, not a camera still booting."""
+    env = {"GATE_DATA_DIR": str(tmp_path), "GATE_CAMERA__SOURCE": "/nonexistent/clip.mp4"}
+    assert_one_line_error(gate("run", env=env), "video", "not found")
+
+
+def wait_for(fetch: Callable[[], Any], check: Callable[[Any], bool], seconds: float) -> Any:
+    """Poll ``fetch`` until ``check`` accepts its value; the last value either way."""
+    deadline = time.monotonic() + seconds
+    value = fetch()
+    while not check(value) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        value = fetch()
+    return value
+
+
+@pytest.mark.slow
+def test_a_camera_that_is_not_there_yet_leaves_the_gate_up_and_degraded(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """A network camera that boots slower than the gate (after a power cut): the gate
+    runs DEGRADED with its panel and a camera_offline alert, instead of exiting (and
+    crash-looping under systemd), and picks the camera up once it answers."""
+    write_clip(tmp_path / "cam.avi")
+    camera_port, panel_port = free_port(), free_port()
+    env = {
+        "GATE_DATA_DIR": str(data_dir),
+        "GATE_SERVER__PORT": str(panel_port),
+        "GATE_CAMERA__SOURCE": f"http://127.0.0.1:{camera_port}/cam.avi",
+    }
+    added = gate("user", "add", "guard", "--role", "security", "--password-stdin",
+                 env=env, stdin="guard's password\n")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GATE_")} | env
+    process = subprocess.Popen(
+        [*GATE, "run"], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        client = httpx2.Client(base_url=f"http://127.0.0.1:{panel_port}", timeout=10)
+
+        def login_page() -> httpx2.Response | None:
+            assert process.poll() is None, process.communicate()[1]
+            try:
+                return client.get("/login")
+            except httpx2.HTTPError:
+                return None
+
+        page = wait_for(login_page, lambda r: r is not None, 120)
+        assert page is not None, "the panel never came up"
+        login = {
+            "username": "guard",
+            "password": "guard's password",
+            "csrf_token": csrf_of(page.text),
+        }
+        client.post("/login", data=login)
+
+        def state() -> dict[str, Any]:
+            return client.get("/api/state").json()
+
+        degraded = wait_for(state, lambda s: s["mode"] == "degraded", 30)
+        assert degraded["mode"] == "degraded" and not degraded["camera"]["healthy"], degraded
+        assert "camera_offline" in [a["kind"] for a in client.get("/api/alerts").json()]
+
+        with serve_files(tmp_path, camera_port):
+            back = wait_for(state, lambda s: s["camera"]["healthy"], 60)
+            assert back["camera"]["healthy"] and back["mode"] == "normal", back
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0 and "Traceback" not in err, err
 
 
 def test_a_models_folder_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
@@ -380,6 +495,39 @@ def test_a_bug_in_a_read_only_working_directory_still_leaves_its_traceback(
     assert result.returncode == 3
     assert_one_line_error(result, "internal error: ZeroDivisionError", str(tmp_path))
     assert "ZeroDivisionError: division by zero" in (tmp_path / "gate-crash.log").read_text()
+
+
+def test_a_bug_in_the_running_gate_leaves_its_traceback_in_the_gate_log(
+    tmp_path: Path,
+) -> None:
+    """`gate run` logs to <data_dir>/gate.log, and so does its crash: under systemd
+    (PrivateTmp) a crash file in the temp dir vanished with the restart."""
+    data, work, temp = tmp_path / "data", tmp_path / "work", tmp_path / "tmp"
+    for folder in (data, work, temp):
+        folder.mkdir()
+    crash = (
+        "import gate.cli as c\n"
+        "from gate.config import Settings\n"
+        "def run(**_):\n"
+        f"    c._log_to_file(Settings(data_dir={str(data)!r}))\n"
+        "    1 / 0\n"
+        "c.app = run\n"
+        "c.main()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATE_")}
+    result = subprocess.run(
+        [sys.executable, "-c", crash],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env=env | {"TMPDIR": str(temp), "PYTHONPATH": str(Path(__file__).parents[1])},
+        timeout=60,
+    )
+    assert result.returncode == 3
+    assert_one_line_error(result, "internal error: ZeroDivisionError", str(data / "gate.log"))
+    logged = (data / "gate.log").read_text(encoding="utf-8")
+    assert "Traceback" in logged and "ZeroDivisionError: division by zero" in logged
+    assert list(work.iterdir()) == list(temp.iterdir()) == []
 
 
 def test_the_gate_log_is_rotated_so_it_never_fills_the_disk(tmp_path: Path) -> None:

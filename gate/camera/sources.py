@@ -5,6 +5,9 @@ analysis step never works through a backlog of stale frames (what the visitor
 did two seconds ago is no use to the door). A source that stops delivering is
 reopened with exponential backoff; `healthy` turns False after
 `stall_seconds` without a frame, which the controller treats as camera down.
+A camera or stream that is not there at start (an RTSP camera that boots slower
+than the gate after a power cut) is the same case: the gate starts DEGRADED and
+picks the camera up when it answers.
 """
 
 from __future__ import annotations
@@ -70,7 +73,10 @@ class CaptureSource:
         self._clock = clock
         self._opener = opener or self._open_capture
         self._backoff = backoff
-        self._is_file = isinstance(target, str) and "://" not in target
+        # A path under /dev names a camera (/dev/video0, /dev/v4l/by-id/...), not a file.
+        self._is_file = (
+            isinstance(target, str) and "://" not in target and not target.startswith("/dev/")
+        )
         self._loop_file = loop_file
         self._lock = threading.Lock()
         self._latest: tuple[float, np.ndarray] | None = None
@@ -78,21 +84,32 @@ class CaptureSource:
         self._delivered = 0
         self._stop = threading.Event()
         self._was_healthy = True
-        if self._is_file and not Path(str(target)).is_file():
-            raise GateError(f"video file not found: {target}")
-        capture = self._opener(target)
+        first = self._open_file() if self._is_file else None
+        self._thread = threading.Thread(
+            target=self._run, args=(first,), name=f"camera-{target}", daemon=True
+        )
+        self._thread.start()
+
+    def _open_file(self) -> cv2.VideoCapture:
+        """A video file is checked at once: one that is missing or unreadable is a
+        mistake in the config (a file does not boot later), so it is a one-line error."""
+        if not Path(str(self.target)).is_file():
+            raise GateError(f"video file not found: {self.target}")
+        capture = self._opener(self.target)
         ok, frame = capture.read() if capture.isOpened() else (False, None)
         if not ok or frame is None:
             capture.release()
-            what = "video file" if self._is_file else "camera"
-            raise GateError(
-                f"cannot read {what} {target}: no frame (missing device or unsupported format)"
-            )
+            raise GateError(f"cannot read video file {self.target}: no frame (unsupported format)")
         self._publish(frame)
-        self._capture = capture
-        self._started = clock()
-        self._thread = threading.Thread(target=self._run, name=f"camera-{target}", daemon=True)
-        self._thread.start()
+        return capture
+
+    def _reopen(self) -> cv2.VideoCapture:
+        """The capture, opened or not: an unopened one reads no frame, and is retried."""
+        try:
+            return self._opener(self.target)
+        except cv2.error as exc:
+            log.warning("opening camera %s failed: %s", self.target, exc)
+            return cv2.VideoCapture()
 
     def _open_capture(self, target: str | int) -> cv2.VideoCapture:
         capture = cv2.VideoCapture(target)
@@ -117,35 +134,35 @@ class CaptureSource:
             self.metrics.frames += 1
             self.metrics.last_frame_at = now
 
-    def _run(self) -> None:
+    def _run(self, capture: cv2.VideoCapture | None) -> None:
+        """Read until closed. A camera is first opened here, not in the constructor, so
+        one that is absent never holds up or ends the gate's start."""
         delay = self._backoff[0]
         # A file plays back at the configured rate instead of as fast as it decodes.
         period = 1.0 / self.settings.fps if self._is_file else 0.0
+        if capture is None:
+            capture = self._reopen()
         while not self._stop.is_set():
-            ok, frame = self._capture.read()
+            ok, frame = capture.read()
             if ok and frame is not None:
                 self._publish(frame)
                 delay = self._backoff[0]
                 if period:
                     self._stop.wait(period)
                 continue
-            if self._is_file and self._loop_file and self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0):
-                ok, frame = self._capture.read()
+            if self._is_file and self._loop_file and capture.set(cv2.CAP_PROP_POS_FRAMES, 0):
+                ok, frame = capture.read()
                 if ok and frame is not None:
                     self._publish(frame)
                     continue
-            self._capture.release()
+            capture.release()
             log.warning("camera %s delivered no frame; reopening in %.1f s", self.target, delay)
             if self._stop.wait(delay):
                 break
             delay = min(delay * 2, self._backoff[1])
             self.metrics.reconnects += 1
-            try:
-                self._capture = self._opener(self.target)
-            except cv2.error as exc:
-                log.warning("reopening camera %s failed: %s", self.target, exc)
-                self._capture = cv2.VideoCapture()
-        self._capture.release()
+            capture = self._reopen()
+        capture.release()
 
     def read(self) -> tuple[float, np.ndarray] | None:
         with self._lock:
@@ -176,7 +193,9 @@ class CaptureSource:
 def open_source(
     settings: CameraSettings, *, clock: Callable[[], float] = time.monotonic
 ) -> FrameSource:
-    """The frame source CameraSettings.source names; GateError (one line) if it cannot be opened."""
+    """The frame source CameraSettings.source names; GateError (one line) for a video
+    file that is missing or unreadable. A camera or stream that is absent is no error:
+    it is retried in the background while the gate runs DEGRADED."""
     if settings.source == "simulated":
         from gate.camera.simulated import SimulatedCamera, demo_visitors
 

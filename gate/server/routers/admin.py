@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
-from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
 from gate.server import users
@@ -115,12 +114,7 @@ async def _change(request: Request, change: Callable[..., None], *args: str) -> 
 
 @router.get("/settings")
 async def settings_page(request: Request) -> Response:
-    settings = panel(request).settings
-    values = settings.model_dump(mode="json")
-    if values.get("database_url"):
-        values["database_url"] = make_url(values["database_url"]).render_as_string(
-            hide_password=True
-        )
+    values = panel(request).settings.shown()
     return render(request, "admin_settings.html", {"sections": _flatten(values)})
 
 
