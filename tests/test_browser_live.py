@@ -73,13 +73,13 @@ def test_each_emergency_button_asks_only_about_what_it_does(
     guard.fill("#overrides input[name=reason]", "smoke in the hall")
     guard.click("[data-override=emergency-on]")  # dismissed: nothing is sent
     guard.wait_for_timeout(300)
-    assert questions == ["Mở cửa cho tình huống khẩn cấp?"]
+    assert questions == ["Bật chế độ mở cửa khẩn cấp?"]
     assert len(runtime.calls) == 1
 
     answer["accept"] = True
     with guard.expect_navigation():
         guard.click("[data-override=emergency-on]")
-    assert questions[1:] == ["Mở cửa cho tình huống khẩn cấp?"]
+    assert questions[1:] == ["Bật chế độ mở cửa khẩn cấp?"]
     assert runtime.calls[-1] == ("emergency", "security", True, "smoke in the hall")
 
 
@@ -208,7 +208,7 @@ def test_the_replay_does_not_bring_back_an_acknowledged_alert(
     acknowledge_alert(runtime.engine, 1, "gate-1", "colleague")
     guard.goto(f"{live.url}/live")
     # The replayed alert reaches the feed, so the replay has run.
-    guard.locator("#feed li", has_text="Báo cháy: cửa mở").wait_for()
+    guard.locator("#feed li", has_text="cửa được giữ mở khóa").wait_for()
     assert guard.locator("#alerts li").evaluate_all("l => l.map(i => i.dataset.alert)") == ["2"]
     # An alert raised after the page was drawn still joins the list.
     live.call(runtime.bus.publish, "alert", {**data, "id": 5})

@@ -137,7 +137,7 @@ def test_a_guard_watches_acknowledges_and_unlocks_and_a_manager_finds_it(
     feed.locator(".pending", has_text="Đang xử lý").first.wait_for(timeout=90_000)
     assert feed.locator(".denied", has_text="Đang xử lý").count() == 0
     # Station events read as sentences with units, not as the firmware's keys.
-    feed.locator(".station", has_text="Đã phun dung dịch sát khuẩn · 0,").first.wait_for()
+    feed.locator(".station", has_text="Đã xịt dung dịch sát khuẩn · 0,").first.wait_for()
     station_lines = feed.locator(".station").all_inner_texts()
     assert not [line for line in station_lines if re.search(r"[a-z]+_[a-z]+", line)]
     # The feed may replay visitors from before the kiosk was watched, so wait for

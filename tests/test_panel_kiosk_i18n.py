@@ -37,7 +37,7 @@ def test_kiosk_shows_vietnamese_first_then_english(tmp_path: Path) -> None:
     assert vi < en
     prompts = bilingual()
     assert prompts["wear_mask"] == ("Vui lòng đeo khẩu trang", "Please wear your mask")
-    assert prompts["wait_full"] == ("Vui lòng chờ (đã đủ người)", "Please wait (full)")
+    assert prompts["wait_full"] == ("Vui lòng chờ (bên trong đã đủ người)", "Please wait (full)")
     assert prompts["idle"] == ("Mời bước tới", "Please step up")
     assert prompts["enter"] == ("Mời vào", "Please enter")
     assert prompts["sanitize"] == ("Vui lòng sát khuẩn tay", "Please sanitize your hands")
@@ -81,7 +81,7 @@ def test_vietnamese_by_default_english_on_request_remembered(tmp_path: Path) -> 
     app, _runtime = make_app(tmp_path)
     client = client_for(app, "manager")
     page = client.get("/entries").text
-    assert '<html lang="vi">' in page and "Lượt ra vào" in page and "Xuất CSV" in page
+    assert '<html lang="vi">' in page and "Lượt vào" in page and "Xuất CSV" in page
     client.post(
         "/lang",
         data={"lang": "en", "next": "/entries", "csrf_token": client.headers["x-csrf-token"]},
@@ -90,4 +90,4 @@ def test_vietnamese_by_default_english_on_request_remembered(tmp_path: Path) -> 
     assert '<html lang="en">' in page and "Entries per hour" in page
     client.post("/lang", data={"lang": "xx", "csrf_token": client.headers["x-csrf-token"]})
     assert '<html lang="en">' in client.get("/stats").text
-    assert "Giờ theo múi Asia/Ho_Chi_Minh" in client_for(app, "admin").get("/admin/users").text
+    assert "Giờ theo múi giờ Asia/Ho_Chi_Minh" in client_for(app, "admin").get("/admin/users").text

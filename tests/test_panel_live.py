@@ -82,7 +82,7 @@ def test_ending_staff_release_during_a_fire_says_the_door_stays_released(tmp_pat
     assert end_after_start() == "/live?done=emergency_fire"
     assert runtime.state["mode"] == "emergency"
     page = guard.get("/live?done=emergency_fire").text
-    assert "Nhân viên đã kết thúc mở cửa khẩn cấp, nhưng tín hiệu báo cháy vẫn giữ cửa mở." in page
+    assert "Đã tắt mở cửa khẩn cấp do nhân viên bật, nhưng tín hiệu báo cháy vẫn giữ cửa mở khóa." in page
     assert "Đã tắt chế độ mở cửa khẩn cấp." not in page
     # The API answers with the state after the order, so a client sees the same.
     api = guard.post("/api/overrides/emergency", json={"on": False, "reason": "drill over"})
@@ -244,7 +244,7 @@ def test_audit_rows_read_in_the_managers_language(tmp_path: Path) -> None:
     record_audit(runtime.engine, "cli", "user_password", "", '{"other": "shape"}')
     manager = client_for(app, "manager")
     page = manager.get("/audit").text
-    assert "Đã xóa hồ sơ cũ" in page and "đã xóa 3 lượt ra vào và 2 ảnh" in page
+    assert "Đã xóa dữ liệu cũ" in page and "đã xóa 3 lượt vào và 2 ảnh chụp" in page
     assert "từ 198.51.100.4" in page and "Tài khoản bị khóa trong vài phút" in page
     assert "old-style plain text" in page and "{&#34;other&#34;: &#34;shape&#34;}" in page
     assert "lan, vai trò: Quản lý" in page
@@ -272,7 +272,7 @@ def test_system_alerts_say_what_to_do_in_the_guards_language(tmp_path: Path) -> 
     raise_alert(runtime.engine, "gate-1", "emergency", "critical", "door released: drill", None)
     page = client_for(app, "security").get("/live").text
     assert "<strong>Hết dung dịch sát khuẩn</strong>" in page
-    assert '<span class="msg">Châm thêm dung dịch sát khuẩn ngay</span>' in page
+    assert '<span class="msg">Nạp thêm dung dịch sát khuẩn ngay</span>' in page
     assert '<span class="msg">door released: drill</span>' in page
     assert {detail for _, detail in STATION_ALERTS.values()} <= ALERT_DETAILS.keys()
 

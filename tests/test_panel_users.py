@@ -173,7 +173,7 @@ def test_admin_page_enables_an_account_and_changes_a_role_but_not_its_own(
     missing = admin.post("/admin/users/nobody/enable", data={"csrf_token": token})
     assert missing.status_code == 404
     audit = admin.get("/audit").text
-    assert "Đã đổi vai trò" in audit and "Đã mở lại tài khoản" in audit
+    assert "Đã đổi vai trò" in audit and "Đã kích hoạt lại tài khoản" in audit
 
 
 def test_admin_page_creates_with_a_one_time_password_and_protects_itself(tmp_path: Path) -> None:
