@@ -82,7 +82,10 @@ def test_ending_staff_release_during_a_fire_says_the_door_stays_released(tmp_pat
     assert end_after_start() == "/live?done=emergency_fire"
     assert runtime.state["mode"] == "emergency"
     page = guard.get("/live?done=emergency_fire").text
-    assert "Đã tắt mở cửa khẩn cấp do nhân viên bật, nhưng tín hiệu báo cháy vẫn giữ cửa mở khóa." in page
+    assert (
+        "Đã tắt mở cửa khẩn cấp do nhân viên bật, nhưng tín hiệu báo cháy vẫn giữ cửa mở khóa."
+        in page
+    )
     assert "Đã tắt chế độ mở cửa khẩn cấp." not in page
     # The API answers with the state after the order, so a client sees the same.
     api = guard.post("/api/overrides/emergency", json={"on": False, "reason": "drill over"})
