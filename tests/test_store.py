@@ -15,7 +15,7 @@ from gate.config import Settings
 from gate.errors import GateError
 from gate.store import records
 from gate.store.db import alembic_config, make_engine, session, table_names, upgrade
-from gate.store.models import AuditEvent, Entry, Outcome
+from gate.store.models import AuditEvent, Entry, Outcome, StationLog
 from gate.store.retention import apply_retention
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -49,6 +49,53 @@ def test_save_entry_inserts_then_updates_the_same_row(engine: Engine) -> None:
     assert row.outcome == "admitted"
     assert row.unlocked_at is not None
     assert row.snapshot_path == "/data/snap.jpg"  # an update never drops the snapshot
+
+
+U32_MAX = 0xFFFFFFFF
+
+
+def test_every_u32_the_station_sends_is_stored_and_read_back(engine: Engine) -> None:
+    """The unlock ref is drawn from the whole u32 range; on PostgreSQL an INTEGER column
+    refused half of them ("integer out of range") and the visit was never written."""
+    records.ensure_gate(engine, "g1")
+    records.save_entry(engine, entry(U32_MAX, Outcome.PENDING))
+    records.log_station(engine, "g1", "door_held", U32_MAX)
+    (row,) = records.entries_since(engine, "g1", NOW - timedelta(hours=1))
+    assert row.unlock_ref == U32_MAX
+    with session(engine) as s:
+        assert s.scalars(select(StationLog.value)).all() == [U32_MAX]
+
+
+def as_utc(fields: dict[str, object]) -> dict[str, object]:
+    """Times made comparable: SQLite hands back the stored UTC without its zone."""
+    return {
+        k: (v if v.tzinfo else v.replace(tzinfo=UTC)) if isinstance(v, datetime) else v
+        for k, v in fields.items()
+    }
+
+
+def test_upgrading_a_database_at_0003_keeps_its_rows_and_then_takes_every_u32(
+    engine: Engine,
+) -> None:
+    """Migration 0004 widens two columns; on SQLite that rebuilds the tables, which
+    must carry every row, index and constraint across."""
+    config = alembic_config(engine)
+    command.downgrade(config, "base")
+    command.upgrade(config, "0003")
+    records.ensure_gate(engine, "g1")
+    old = entry(2**31 - 1, Outcome.ADMITTED, unlocked_at=NOW, snapshot_path="/data/a.jpg")
+    with session(engine) as s:  # the ORM insert needs only columns 0003 already has
+        s.add(old)
+        s.add(StationLog(gate_id="g1", kind="door_held", value=2**31 - 1, at=NOW))
+        s.commit()
+    upgrade(engine)
+    command.check(config)
+    (row,) = records.entries_since(engine, "g1", NOW - timedelta(hours=1))
+    assert as_utc(row.model_dump()) == as_utc(old.model_dump())
+    with session(engine) as s:
+        assert s.scalars(select(StationLog.value)).all() == [2**31 - 1]
+    records.save_entry(engine, entry(U32_MAX, Outcome.PENDING))
+    assert {e.unlock_ref for e in records.entries_since(engine, "g1", NOW)} == {2**31 - 1, U32_MAX}
 
 
 def test_open_entries_are_what_a_crash_left_unfinished(engine: Engine) -> None:
