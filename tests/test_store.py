@@ -21,8 +21,10 @@ from gate.store.retention import apply_retention
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
 
-def entry(ref: int, outcome: Outcome, seen: datetime = NOW, **fields: object) -> Entry:
-    return Entry(gate_id="g1", unlock_ref=ref, outcome=outcome.value, seen_at=seen, **fields)
+def entry(
+    ref: int, outcome: Outcome, seen: datetime = NOW, gate_id: str = "g1", **fields: object
+) -> Entry:
+    return Entry(gate_id=gate_id, unlock_ref=ref, outcome=outcome.value, seen_at=seen, **fields)
 
 
 def test_migrations_create_every_table(engine: Engine) -> None:
@@ -142,7 +144,7 @@ def test_retention_deletes_old_snapshots_and_entries(engine: Engine, tmp_path: P
         e.snapshot_path = str(snap)
         records.save_entry(engine, e)
         records.set_snapshot(engine, e.id, str(snap))
-    paths, deleted = records.purge_old(engine, snapshot_days=7, entry_days=365, now=NOW)
+    paths, deleted = records.purge_old(engine, "g1", snapshot_days=7, entry_days=365, now=NOW)
     assert deleted == 1
     assert set(paths) == {old_snap}
     kept = {e.unlock_ref: e for e in records.entries_since(engine, "g1", NOW - timedelta(days=500))}
@@ -156,8 +158,9 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
 
 
-def retention_settings(data_dir: Path) -> Settings:
-    return Settings(data_dir=data_dir, retention={"snapshot_days": 7, "entry_days": 20})
+def retention_settings(data_dir: Path, gate_id: str = "g1", entry_days: int = 20) -> Settings:
+    retention = {"snapshot_days": 7, "entry_days": entry_days}
+    return Settings(data_dir=data_dir, gate_id=gate_id, retention=retention)
 
 
 def test_retention_job_deletes_files_and_audits_what_it_deleted(
@@ -169,14 +172,48 @@ def test_retention_job_deletes_files_and_audits_what_it_deleted(
     old = entry(1, Outcome.DENIED_NO_MASK, datetime.now(UTC) - timedelta(days=30))
     records.save_entry(engine, old)
     records.set_snapshot(engine, old.id, str(snap))
-    settings = retention_settings(tmp_path).model_copy(update={"gate_id": "g1"})
+    settings = retention_settings(tmp_path)
     assert apply_retention(engine, settings) == (1, 1)
     assert not snap.exists()
     with session(engine) as s:
         (audit,) = s.scalars(select(AuditEvent).where(AuditEvent.action == "retention"))
-    assert json.loads(audit.detail) == {"entries": 1, "snapshots": 1} and audit.actor == "system"
+    assert json.loads(audit.detail) == {"gate": "g1", "entries": 1, "snapshots": 1}
+    assert audit.actor == "system"
     assert audit.gate_id == "g1"
     assert apply_retention(engine, settings) == (0, 0)
+
+
+def test_each_gate_purges_only_its_own_entries_and_snapshots(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Gates sharing a database: the one keeping entries 20 days deleted the log of the one
+    keeping them 90, and cleared its snapshot references (their files are on that gate)."""
+    month_ago = datetime.now(UTC) - timedelta(days=30)
+    for gate_id in ("g1", "g2"):
+        records.ensure_gate(engine, gate_id)
+        for ref, seen in ((1, month_ago), (2, datetime.now(UTC) - timedelta(days=10))):
+            e = entry(ref, Outcome.DENIED_NO_MASK, seen, gate_id)
+            records.save_entry(engine, e)
+            snap = tmp_path / gate_id / f"{ref}.jpg"
+            snap.parent.mkdir(exist_ok=True)
+            snap.write_bytes(b"jpeg")
+            records.set_snapshot(engine, e.id, str(snap))
+    assert apply_retention(engine, retention_settings(tmp_path / "g1")) == (1, 2)
+    assert not any((tmp_path / "g1").glob("*.jpg"))
+    assert sorted(p.name for p in (tmp_path / "g2").iterdir()) == ["1.jpg", "2.jpg"]
+    since = month_ago - timedelta(days=1)
+    kept = records.entries_since(engine, "g2", since)
+    assert [(e.unlock_ref, e.snapshot_path is not None) for e in kept] == [(1, True), (2, True)]
+    assert [e.unlock_ref for e in records.entries_since(engine, "g1", since)] == [2]
+    g2 = retention_settings(tmp_path / "g2", gate_id="g2", entry_days=90)
+    assert apply_retention(engine, g2) == (0, 2)  # its own settings: pictures go, entries stay
+    assert len(records.entries_since(engine, "g2", since)) == 2
+    with session(engine) as s:
+        audits = s.scalars(select(AuditEvent).where(AuditEvent.action == "retention")).all()
+    assert [(a.gate_id, json.loads(a.detail)["gate"]) for a in audits] == [
+        ("g1", "g1"),
+        ("g2", "g2"),
+    ]
 
 
 def test_a_snapshot_that_cannot_be_deleted_does_not_stop_retention(

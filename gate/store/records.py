@@ -166,19 +166,26 @@ def _insert(engine: Engine, row: Row) -> Row:
 
 
 def purge_old(
-    engine: Engine, snapshot_days: int, entry_days: int, now: datetime | None = None
+    engine: Engine,
+    gate_id: str,
+    snapshot_days: int,
+    entry_days: int,
+    now: datetime | None = None,
 ) -> tuple[list[Path], int]:
-    """Retention: forget snapshots and entries past their age.
+    """Retention for one gate: forget its snapshots and entries past their age.
 
+    Only this gate's rows: gates sharing a database each keep their own retention
+    settings, and another gate's snapshot paths name files on another computer.
     Returns the snapshot files whose references were cleared (the caller deletes
     them) and the number of entries deleted.
     """
     now = now or utcnow()
     snapshot_cutoff = now - timedelta(days=snapshot_days)
     entry_cutoff = now - timedelta(days=entry_days)
+    ours = Entry.gate_id == gate_id
     with session(engine) as s:
         old_snapshots = select(Entry.id, Entry.snapshot_path).where(
-            Entry.snapshot_path.is_not(None), Entry.seen_at < snapshot_cutoff
+            ours, Entry.snapshot_path.is_not(None), Entry.seen_at < snapshot_cutoff
         )
         rows = s.execute(old_snapshots).all()
         paths = [Path(p) for _, p in rows if p]
@@ -190,10 +197,10 @@ def purge_old(
             Path(p)
             for p in s.scalars(
                 select(Entry.snapshot_path).where(
-                    Entry.seen_at < entry_cutoff, Entry.snapshot_path.is_not(None)
+                    ours, Entry.seen_at < entry_cutoff, Entry.snapshot_path.is_not(None)
                 )
             )
         ]
-        deleted = s.execute(delete(Entry).where(Entry.seen_at < entry_cutoff)).rowcount
+        deleted = s.execute(delete(Entry).where(ours, Entry.seen_at < entry_cutoff)).rowcount
         s.commit()
     return paths, deleted or 0
