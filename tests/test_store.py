@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import itertools
 import json
+import multiprocessing
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from alembic import command, op
-from sqlalchemy import Engine, event, select, text
+from sqlalchemy import Engine, create_engine, event, select, text
 
 from gate.config import Settings
 from gate.errors import GateError
@@ -298,3 +304,65 @@ def test_a_migration_that_fails_midway_changes_nothing_and_runs_again(
     upgrade(engine)
     assert {"alert", "entry", "revokedsession"} <= set(table_names(engine))
     command.check(config)
+
+
+_barrier: threading.Barrier | None = None  # a process's copy of the shared start line
+
+
+def _wait_at(barrier: threading.Barrier) -> None:
+    global _barrier
+    _barrier = barrier
+
+
+def _upgrade_together(url: str) -> None:
+    """One gate starting: connected, it waits for the other, then migrates."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        assert _barrier is not None
+        _barrier.wait(timeout=60)
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def fresh_database(backend: str, tmp_path: Path, postgres_url: str) -> Iterator[str]:
+    """The URL of an empty database: a new SQLite file, or a new PostgreSQL schema."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.db'}"
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{postgres_url}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_two_gates_starting_together_on_a_fresh_database_both_migrate(
+    backend: str, tmp_path: Path, postgres_url: str
+) -> None:
+    """Each gate upgrades at start. Two at once both created the tables, and the second
+    failed: on PostgreSQL 'duplicate key value violates unique constraint
+    "pg_type_typname_nsp_index"', on SQLite 'database is locked'."""
+    spawn = multiprocessing.get_context("spawn")
+    barrier = spawn.Barrier(2)
+    with ProcessPoolExecutor(2, spawn, initializer=_wait_at, initargs=(barrier,)) as pool:
+        for _ in range(5):
+            with fresh_database(backend, tmp_path, postgres_url) as url:
+                gates = [pool.submit(_upgrade_together, url) for _ in range(2)]
+                for started in gates:
+                    started.result(timeout=120)
+                engine = make_engine(url)
+                command.check(alembic_config(engine))
+                engine.dispose()
