@@ -59,6 +59,30 @@ def test_save_entry_inserts_then_updates_the_same_row(engine: Engine) -> None:
     assert row.snapshot_path == "/data/snap.jpg"  # an update never drops the snapshot
 
 
+def test_an_entry_deleted_while_its_visit_goes_on_is_saved_again(engine: Engine) -> None:
+    """Retention or an admin may delete a visit the gate is still updating. Deleted
+    between the gate reading the row and writing it, the update matched no row and the
+    gate died with StaleDataError; the visit must be on record, as it happened."""
+    records.ensure_gate(engine, "g1")
+    e = entry(7, Outcome.PENDING)
+    records.save_entry(engine, e)
+    armed = True
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _delete_first(_conn, _cursor, statement: str, *_args: object) -> None:  # type: ignore[no-untyped-def]
+        nonlocal armed
+        if armed and statement.lstrip().upper().startswith(("UPDATE", "INSERT")):
+            armed = False  # only the first write of the save below
+            with engine.begin() as other:
+                other.execute(text("DELETE FROM entry WHERE id = :id"), {"id": e.id})
+
+    finished = e.model_copy(update={"outcome": Outcome.ADMITTED.value, "finished_at": NOW})
+    records.save_entry(engine, finished)
+    assert not armed
+    (row,) = records.entries_since(engine, "g1", NOW - timedelta(hours=1))
+    assert (row.id, row.outcome, row.finished_at is not None) == (e.id, "admitted", True)
+
+
 U32_MAX = 0xFFFFFFFF
 
 

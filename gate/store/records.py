@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import SQLModel
 
 from gate.store.db import session
@@ -28,6 +29,8 @@ from gate.store.models import (
 Row = TypeVar("Row", bound=SQLModel)
 ADMITTED = [Outcome.ADMITTED.value, Outcome.ADMITTED_REMINDED.value]
 OCCUPANCY_RESET = "occupancy_reset"
+# The INSERT with ON CONFLICT of each database the gate runs on.
+UPSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
 def ensure_gate(engine: Engine, gate_id: str) -> None:
@@ -39,14 +42,22 @@ def ensure_gate(engine: Engine, gate_id: str) -> None:
 
 
 def save_entry(engine: Engine, entry: Entry) -> None:
-    """Insert or update one entry by id (the controller sends whole snapshots)."""
+    """Insert or update one entry by id (the controller sends whole snapshots).
+
+    One INSERT ... ON CONFLICT UPDATE, not a read then a write: an entry deleted while
+    its visit goes on (retention, an admin) is written again, so the visit stays on
+    record, instead of the update finding no row and the gate dying of StaleDataError.
+    An update keeps the snapshot path, which `set_snapshot` writes on its own.
+    """
+    row = entry.model_dump()
+    upsert = UPSERTS[engine.dialect.name](Entry).values(row)
+    kept = {"id", "snapshot_path"}
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[Entry.id],
+        set_={name: upsert.excluded[name] for name in row if name not in kept},
+    )
     with session(engine) as s:
-        existing = s.get(Entry, entry.id)
-        if existing is None:
-            s.add(entry)
-        else:
-            for name, value in entry.model_dump(exclude={"id", "snapshot_path"}).items():
-                setattr(existing, name, value)
+        s.execute(upsert)
         s.commit()
 
 
