@@ -160,14 +160,14 @@ def db_upgrade(config: ConfigOption = None) -> None:
 
 @db_app.command("purge")
 def db_purge(config: ConfigOption = None) -> None:
-    """Apply the retention policy once: delete old snapshots and entries."""
+    """Apply the retention policy once: delete this gate's old snapshots and entries."""
     from gate.store.db import open_database
     from gate.store.retention import apply_retention
 
     settings = _settings(config)
     engine = open_database(settings.effective_database_url)
     entries, snapshots = apply_retention(engine, settings)
-    typer.echo(f"deleted {entries} entries and {snapshots} snapshots")
+    typer.echo(f"gate {settings.gate_id}: deleted {entries} entries and {snapshots} snapshots")
 
 
 # ---------------------------------------------------------------- benchmarks

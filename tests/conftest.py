@@ -26,6 +26,12 @@ def settings(tmp_path: Path) -> Settings:
     return load_settings(data_dir=tmp_path / "data")
 
 
+@pytest.fixture
+def postgres_url() -> str:
+    """The test server's URL, for tests that open their own connections (other processes)."""
+    return POSTGRES_URL
+
+
 def _postgres_engine(schema: str) -> Engine:
     return create_engine(POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"})
 

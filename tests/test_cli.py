@@ -559,5 +559,25 @@ def test_db_purge_runs_the_same_retention_as_the_gate(tmp_path: Path) -> None:
     (old_day / "orphan.jpg").write_bytes(b"jpeg")
     result = gate("db", "purge", env={"GATE_DATA_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "deleted 0 entries and 1 snapshots"
+    assert result.stdout.strip() == "gate gate-1: deleted 0 entries and 1 snapshots"
     assert not old_day.exists()
+
+
+def test_db_purge_deletes_only_the_configured_gates_entries(tmp_path: Path) -> None:
+    """Two gates share the database; purging for one left the other without its log."""
+    from gate.config import load_settings
+    from gate.store import records
+    from gate.store.db import open_database
+    from gate.store.models import Entry
+
+    engine = open_database(load_settings(data_dir=tmp_path).effective_database_url)
+    old = datetime(2020, 1, 1, tzinfo=UTC)
+    for ref, gate_id in enumerate(("gate-1", "side-door")):
+        records.ensure_gate(engine, gate_id)
+        entry = Entry(gate_id=gate_id, unlock_ref=ref, outcome="admitted", seen_at=old)
+        records.save_entry(engine, entry)
+    result = gate("db", "purge", env={"GATE_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "gate gate-1: deleted 1 entries and 0 snapshots"
+    assert [e.gate_id for e in records.entries_since(engine, "side-door", old)] == ["side-door"]
+    assert records.entries_since(engine, "gate-1", old) == []

@@ -4,25 +4,33 @@ from __future__ import annotations
 
 import itertools
 import json
+import multiprocessing
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from alembic import command, op
-from sqlalchemy import Engine, event, select, text
+from sqlalchemy import Engine, create_engine, event, select, text
 
 from gate.config import Settings
 from gate.errors import GateError
 from gate.store import records
 from gate.store.db import alembic_config, make_engine, session, table_names, upgrade
-from gate.store.models import AuditEvent, Entry, Outcome
+from gate.store.models import AuditEvent, Entry, Outcome, StationLog
 from gate.store.retention import apply_retention
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
 
-def entry(ref: int, outcome: Outcome, seen: datetime = NOW, **fields: object) -> Entry:
-    return Entry(gate_id="g1", unlock_ref=ref, outcome=outcome.value, seen_at=seen, **fields)
+def entry(
+    ref: int, outcome: Outcome, seen: datetime = NOW, gate_id: str = "g1", **fields: object
+) -> Entry:
+    return Entry(gate_id=gate_id, unlock_ref=ref, outcome=outcome.value, seen_at=seen, **fields)
 
 
 def test_migrations_create_every_table(engine: Engine) -> None:
@@ -49,6 +57,77 @@ def test_save_entry_inserts_then_updates_the_same_row(engine: Engine) -> None:
     assert row.outcome == "admitted"
     assert row.unlocked_at is not None
     assert row.snapshot_path == "/data/snap.jpg"  # an update never drops the snapshot
+
+
+def test_an_entry_deleted_while_its_visit_goes_on_is_saved_again(engine: Engine) -> None:
+    """Retention or an admin may delete a visit the gate is still updating. Deleted
+    between the gate reading the row and writing it, the update matched no row and the
+    gate died with StaleDataError; the visit must be on record, as it happened."""
+    records.ensure_gate(engine, "g1")
+    e = entry(7, Outcome.PENDING)
+    records.save_entry(engine, e)
+    armed = True
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _delete_first(_conn, _cursor, statement: str, *_args: object) -> None:  # type: ignore[no-untyped-def]
+        nonlocal armed
+        if armed and statement.lstrip().upper().startswith(("UPDATE", "INSERT")):
+            armed = False  # only the first write of the save below
+            with engine.begin() as other:
+                other.execute(text("DELETE FROM entry WHERE id = :id"), {"id": e.id})
+
+    finished = e.model_copy(update={"outcome": Outcome.ADMITTED.value, "finished_at": NOW})
+    records.save_entry(engine, finished)
+    assert not armed
+    (row,) = records.entries_since(engine, "g1", NOW - timedelta(hours=1))
+    assert (row.id, row.outcome, row.finished_at is not None) == (e.id, "admitted", True)
+
+
+U32_MAX = 0xFFFFFFFF
+
+
+def test_every_u32_the_station_sends_is_stored_and_read_back(engine: Engine) -> None:
+    """The unlock ref is drawn from the whole u32 range; on PostgreSQL an INTEGER column
+    refused half of them ("integer out of range") and the visit was never written."""
+    records.ensure_gate(engine, "g1")
+    records.save_entry(engine, entry(U32_MAX, Outcome.PENDING))
+    records.log_station(engine, "g1", "door_held", U32_MAX)
+    (row,) = records.entries_since(engine, "g1", NOW - timedelta(hours=1))
+    assert row.unlock_ref == U32_MAX
+    with session(engine) as s:
+        assert s.scalars(select(StationLog.value)).all() == [U32_MAX]
+
+
+def as_utc(fields: dict[str, object]) -> dict[str, object]:
+    """Times made comparable: SQLite hands back the stored UTC without its zone."""
+    return {
+        k: (v if v.tzinfo else v.replace(tzinfo=UTC)) if isinstance(v, datetime) else v
+        for k, v in fields.items()
+    }
+
+
+def test_upgrading_a_database_at_0003_keeps_its_rows_and_then_takes_every_u32(
+    engine: Engine,
+) -> None:
+    """Migration 0004 widens two columns; on SQLite that rebuilds the tables, which
+    must carry every row, index and constraint across."""
+    config = alembic_config(engine)
+    command.downgrade(config, "base")
+    command.upgrade(config, "0003")
+    records.ensure_gate(engine, "g1")
+    old = entry(2**31 - 1, Outcome.ADMITTED, unlocked_at=NOW, snapshot_path="/data/a.jpg")
+    with session(engine) as s:  # the ORM insert needs only columns 0003 already has
+        s.add(old)
+        s.add(StationLog(gate_id="g1", kind="door_held", value=2**31 - 1, at=NOW))
+        s.commit()
+    upgrade(engine)
+    command.check(config)
+    (row,) = records.entries_since(engine, "g1", NOW - timedelta(hours=1))
+    assert as_utc(row.model_dump()) == as_utc(old.model_dump())
+    with session(engine) as s:
+        assert s.scalars(select(StationLog.value)).all() == [2**31 - 1]
+    records.save_entry(engine, entry(U32_MAX, Outcome.PENDING))
+    assert {e.unlock_ref for e in records.entries_since(engine, "g1", NOW)} == {2**31 - 1, U32_MAX}
 
 
 def test_open_entries_are_what_a_crash_left_unfinished(engine: Engine) -> None:
@@ -109,7 +188,7 @@ def test_retention_deletes_old_snapshots_and_entries(engine: Engine, tmp_path: P
         e.snapshot_path = str(snap)
         records.save_entry(engine, e)
         records.set_snapshot(engine, e.id, str(snap))
-    paths, deleted = records.purge_old(engine, snapshot_days=7, entry_days=365, now=NOW)
+    paths, deleted = records.purge_old(engine, "g1", snapshot_days=7, entry_days=365, now=NOW)
     assert deleted == 1
     assert set(paths) == {old_snap}
     kept = {e.unlock_ref: e for e in records.entries_since(engine, "g1", NOW - timedelta(days=500))}
@@ -123,8 +202,9 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
 
 
-def retention_settings(data_dir: Path) -> Settings:
-    return Settings(data_dir=data_dir, retention={"snapshot_days": 7, "entry_days": 20})
+def retention_settings(data_dir: Path, gate_id: str = "g1", entry_days: int = 20) -> Settings:
+    retention = {"snapshot_days": 7, "entry_days": entry_days}
+    return Settings(data_dir=data_dir, gate_id=gate_id, retention=retention)
 
 
 def test_retention_job_deletes_files_and_audits_what_it_deleted(
@@ -136,14 +216,48 @@ def test_retention_job_deletes_files_and_audits_what_it_deleted(
     old = entry(1, Outcome.DENIED_NO_MASK, datetime.now(UTC) - timedelta(days=30))
     records.save_entry(engine, old)
     records.set_snapshot(engine, old.id, str(snap))
-    settings = retention_settings(tmp_path).model_copy(update={"gate_id": "g1"})
+    settings = retention_settings(tmp_path)
     assert apply_retention(engine, settings) == (1, 1)
     assert not snap.exists()
     with session(engine) as s:
         (audit,) = s.scalars(select(AuditEvent).where(AuditEvent.action == "retention"))
-    assert json.loads(audit.detail) == {"entries": 1, "snapshots": 1} and audit.actor == "system"
+    assert json.loads(audit.detail) == {"gate": "g1", "entries": 1, "snapshots": 1}
+    assert audit.actor == "system"
     assert audit.gate_id == "g1"
     assert apply_retention(engine, settings) == (0, 0)
+
+
+def test_each_gate_purges_only_its_own_entries_and_snapshots(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Gates sharing a database: the one keeping entries 20 days deleted the log of the one
+    keeping them 90, and cleared its snapshot references (their files are on that gate)."""
+    month_ago = datetime.now(UTC) - timedelta(days=30)
+    for gate_id in ("g1", "g2"):
+        records.ensure_gate(engine, gate_id)
+        for ref, seen in ((1, month_ago), (2, datetime.now(UTC) - timedelta(days=10))):
+            e = entry(ref, Outcome.DENIED_NO_MASK, seen, gate_id)
+            records.save_entry(engine, e)
+            snap = tmp_path / gate_id / f"{ref}.jpg"
+            snap.parent.mkdir(exist_ok=True)
+            snap.write_bytes(b"jpeg")
+            records.set_snapshot(engine, e.id, str(snap))
+    assert apply_retention(engine, retention_settings(tmp_path / "g1")) == (1, 2)
+    assert not any((tmp_path / "g1").glob("*.jpg"))
+    assert sorted(p.name for p in (tmp_path / "g2").iterdir()) == ["1.jpg", "2.jpg"]
+    since = month_ago - timedelta(days=1)
+    kept = records.entries_since(engine, "g2", since)
+    assert [(e.unlock_ref, e.snapshot_path is not None) for e in kept] == [(1, True), (2, True)]
+    assert [e.unlock_ref for e in records.entries_since(engine, "g1", since)] == [2]
+    g2 = retention_settings(tmp_path / "g2", gate_id="g2", entry_days=90)
+    assert apply_retention(engine, g2) == (0, 2)  # its own settings: pictures go, entries stay
+    assert len(records.entries_since(engine, "g2", since)) == 2
+    with session(engine) as s:
+        audits = s.scalars(select(AuditEvent).where(AuditEvent.action == "retention")).all()
+    assert [(a.gate_id, json.loads(a.detail)["gate"]) for a in audits] == [
+        ("g1", "g1"),
+        ("g2", "g2"),
+    ]
 
 
 def test_a_snapshot_that_cannot_be_deleted_does_not_stop_retention(
@@ -228,3 +342,65 @@ def test_a_migration_that_fails_midway_changes_nothing_and_runs_again(
     upgrade(engine)
     assert {"alert", "entry", "revokedsession"} <= set(table_names(engine))
     command.check(config)
+
+
+_barrier: threading.Barrier | None = None  # a process's copy of the shared start line
+
+
+def _wait_at(barrier: threading.Barrier) -> None:
+    global _barrier
+    _barrier = barrier
+
+
+def _upgrade_together(url: str) -> None:
+    """One gate starting: connected, it waits for the other, then migrates."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        assert _barrier is not None
+        _barrier.wait(timeout=60)
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def fresh_database(backend: str, tmp_path: Path, postgres_url: str) -> Iterator[str]:
+    """The URL of an empty database: a new SQLite file, or a new PostgreSQL schema."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.db'}"
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{postgres_url}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_two_gates_starting_together_on_a_fresh_database_both_migrate(
+    backend: str, tmp_path: Path, postgres_url: str
+) -> None:
+    """Each gate upgrades at start. Two at once both created the tables, and the second
+    failed: on PostgreSQL 'duplicate key value violates unique constraint
+    "pg_type_typname_nsp_index"', on SQLite 'database is locked'."""
+    spawn = multiprocessing.get_context("spawn")
+    barrier = spawn.Barrier(2)
+    with ProcessPoolExecutor(2, spawn, initializer=_wait_at, initargs=(barrier,)) as pool:
+        for _ in range(5):
+            with fresh_database(backend, tmp_path, postgres_url) as url:
+                gates = [pool.submit(_upgrade_together, url) for _ in range(2)]
+                for started in gates:
+                    started.result(timeout=120)
+                engine = make_engine(url)
+                command.check(alembic_config(engine))
+                engine.dispose()

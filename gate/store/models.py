@@ -9,7 +9,7 @@ import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import Column, DateTime, Index, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -74,9 +74,10 @@ class Entry(SQLModel, table=True):
 
     id: str = Field(default_factory=lambda: str(uuid.uuid4()), primary_key=True, max_length=36)
     gate_id: str = Field(foreign_key="gate.id", max_length=64)
-    # Small number sent with the unlock command and echoed by the station,
-    # so every physical unlock can be traced to exactly one entry.
-    unlock_ref: int = Field(ge=0, le=0xFFFFFFFF)
+    # Number sent with the unlock command and echoed by the station, so every
+    # physical unlock can be traced to exactly one entry. A u32 on the wire: past
+    # PostgreSQL's 32-bit signed INTEGER for half of all values, hence BIGINT.
+    unlock_ref: int = Field(ge=0, le=0xFFFFFFFF, sa_type=BigInteger)
     outcome: str = Field(max_length=32)
     mask_label: str | None = Field(default=None, max_length=32)
     mask_score: float | None = None
@@ -128,7 +129,8 @@ class StationLog(SQLModel, table=True):
     gate_id: str = Field(max_length=64)
     at: datetime = Field(default_factory=utcnow, sa_column=_time(nullable=False))
     kind: str = Field(max_length=32)
-    value: int | None = None
+    # The event's u32 value (a door held open for milliseconds, say): BIGINT, as unlock_ref.
+    value: int | None = Field(default=None, sa_type=BigInteger)
 
 
 class User(SQLModel, table=True):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import SQLModel
 
 from gate.store.db import session
@@ -28,6 +29,8 @@ from gate.store.models import (
 Row = TypeVar("Row", bound=SQLModel)
 ADMITTED = [Outcome.ADMITTED.value, Outcome.ADMITTED_REMINDED.value]
 OCCUPANCY_RESET = "occupancy_reset"
+# The INSERT with ON CONFLICT of each database the gate runs on.
+UPSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
 def _utc(moment: datetime) -> datetime:
@@ -44,14 +47,22 @@ def ensure_gate(engine: Engine, gate_id: str) -> None:
 
 
 def save_entry(engine: Engine, entry: Entry) -> None:
-    """Insert or update one entry by id (the controller sends whole snapshots)."""
+    """Insert or update one entry by id (the controller sends whole snapshots).
+
+    One INSERT ... ON CONFLICT UPDATE, not a read then a write: an entry deleted while
+    its visit goes on (retention, an admin) is written again, so the visit stays on
+    record, instead of the update finding no row and the gate dying of StaleDataError.
+    An update keeps the snapshot path, which `set_snapshot` writes on its own.
+    """
+    row = entry.model_dump()
+    upsert = UPSERTS[engine.dialect.name](Entry).values(row)
+    kept = {"id", "snapshot_path"}
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[Entry.id],
+        set_={name: upsert.excluded[name] for name in row if name not in kept},
+    )
     with session(engine) as s:
-        existing = s.get(Entry, entry.id)
-        if existing is None:
-            s.add(entry)
-        else:
-            for name, value in entry.model_dump(exclude={"id", "snapshot_path"}).items():
-                setattr(existing, name, value)
+        s.execute(upsert)
         s.commit()
 
 
@@ -176,19 +187,26 @@ def _insert(engine: Engine, row: Row) -> Row:
 
 
 def purge_old(
-    engine: Engine, snapshot_days: int, entry_days: int, now: datetime | None = None
+    engine: Engine,
+    gate_id: str,
+    snapshot_days: int,
+    entry_days: int,
+    now: datetime | None = None,
 ) -> tuple[list[Path], int]:
-    """Retention: forget snapshots and entries past their age.
+    """Retention for one gate: forget its snapshots and entries past their age.
 
+    Only this gate's rows: gates sharing a database each keep their own retention
+    settings, and another gate's snapshot paths name files on another computer.
     Returns the snapshot files whose references were cleared (the caller deletes
     them) and the number of entries deleted.
     """
     now = now or utcnow()
     snapshot_cutoff = now - timedelta(days=snapshot_days)
     entry_cutoff = now - timedelta(days=entry_days)
+    ours = Entry.gate_id == gate_id
     with session(engine) as s:
         old_snapshots = select(Entry.id, Entry.snapshot_path).where(
-            Entry.snapshot_path.is_not(None), Entry.seen_at < snapshot_cutoff
+            ours, Entry.snapshot_path.is_not(None), Entry.seen_at < snapshot_cutoff
         )
         rows = s.execute(old_snapshots).all()
         paths = [Path(p) for _, p in rows if p]
@@ -200,10 +218,10 @@ def purge_old(
             Path(p)
             for p in s.scalars(
                 select(Entry.snapshot_path).where(
-                    Entry.seen_at < entry_cutoff, Entry.snapshot_path.is_not(None)
+                    ours, Entry.seen_at < entry_cutoff, Entry.snapshot_path.is_not(None)
                 )
             )
         ]
-        deleted = s.execute(delete(Entry).where(Entry.seen_at < entry_cutoff)).rowcount
+        deleted = s.execute(delete(Entry).where(ours, Entry.seen_at < entry_cutoff)).rowcount
         s.commit()
     return paths, deleted or 0

@@ -16,16 +16,17 @@ log = logging.getLogger("gate.retention")
 
 
 def apply_retention(engine: Engine, settings: Settings) -> tuple[int, int]:
-    """Delete what is past its age; return (entries deleted, snapshot files deleted)."""
-    retention = settings.retention
-    paths, entries = purge_old(engine, retention.snapshot_days, retention.entry_days)
+    """Delete what of this gate is past its age; return (entries deleted, snapshot files
+    deleted). Other gates sharing the database run their own retention."""
+    retention, gate_id = settings.retention, settings.gate_id
+    paths, entries = purge_old(engine, gate_id, retention.snapshot_days, retention.entry_days)
     snapshots = sum(_delete(path) for path in set(paths))
     today = datetime.now(UTC).date()
     snapshots += _sweep_day_folders(settings.snapshots_dir, retention.snapshot_days, today)
     if entries or snapshots:
         log.info("retention: deleted %d entries and %d snapshots", entries, snapshots)
-        detail = audit_detail(entries=entries, snapshots=snapshots)
-        record_audit(engine, "system", "retention", "", detail, settings.gate_id)
+        detail = audit_detail(gate=gate_id, entries=entries, snapshots=snapshots)
+        record_audit(engine, "system", "retention", "", detail, gate_id)
     return entries, snapshots
 
 
