@@ -240,7 +240,9 @@ def test_audit_rows_read_in_the_managers_language(tmp_path: Path) -> None:
     """Structured details and our own login-refusal reasons are translated; staff reasons
     and rows written before details were structured are shown as stored."""
     app, runtime = make_app(tmp_path)
-    record_audit(runtime.engine, "system", "retention", "", '{"entries": 3, "snapshots": 2}')
+    record_audit(
+        runtime.engine, "system", "retention", "", '{"entries": 3, "snapshots": 2}', "door-2"
+    )
     record_audit(runtime.engine, "x", "login_failed", "locked", '{"address": "198.51.100.4"}')
     record_audit(runtime.engine, "admin", "user_create", "", '{"user": "lan", "role": "manager"}')
     record_audit(runtime.engine, "cli", "user_disable", "", "old-style plain text")
@@ -248,6 +250,8 @@ def test_audit_rows_read_in_the_managers_language(tmp_path: Path) -> None:
     manager = client_for(app, "manager")
     page = manager.get("/audit").text
     assert "Đã xóa dữ liệu cũ" in page and "đã xóa 3 lượt vào và 2 ảnh chụp" in page
+    # Gates sharing a database share the log: each row says which gate it came from.
+    assert "<td>door-2</td><td>system</td>" in page and "<td>–</td><td>admin</td>" in page
     assert "từ 198.51.100.4" in page and "Tài khoản bị khóa trong vài phút" in page
     assert "old-style plain text" in page and "{&#34;other&#34;: &#34;shape&#34;}" in page
     assert "lan, vai trò: Quản lý" in page
