@@ -55,6 +55,8 @@ MATRIX: dict[tuple[str, str], set[Role] | str] = {
     ("POST", "/admin/users"): NOBODY_BUT_ADMIN,
     ("POST", "/admin/users/{username}/password"): NOBODY_BUT_ADMIN,
     ("POST", "/admin/users/{username}/disable"): NOBODY_BUT_ADMIN,
+    ("POST", "/admin/users/{username}/enable"): NOBODY_BUT_ADMIN,
+    ("POST", "/admin/users/{username}/role"): NOBODY_BUT_ADMIN,
     ("GET", "/admin/settings"): NOBODY_BUT_ADMIN,
     ("GET", "/api/me"): EVERYONE,
     ("GET", "/api/docs"): EVERYONE,
