@@ -9,6 +9,7 @@ setting, so a typo never silently falls back to a default at a door.
 from __future__ import annotations
 
 import difflib
+import tempfile
 import tomllib
 from collections.abc import Mapping
 from enum import StrEnum
@@ -338,12 +339,16 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
 
 
 def check_data_dir(data_dir: Path) -> None:
-    """Create the data dir and prove it is writable, or say which one is not."""
+    """Create the data dir and prove it is writable, or say which one is not.
+
+    The probe is a temporary file of its own: with one shared name, two commands
+    starting together (a gate and `gate user add`) removed each other's probe, and
+    one was told the dir is not writable.
+    """
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        probe = data_dir / ".write-test"
-        probe.touch()
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=data_dir, prefix=".write-test-"):
+            pass
     except OSError as exc:
         raise GateError(f"data dir {data_dir} is not writable: {exc.strerror}") from None
 

@@ -6,6 +6,8 @@ gate never runs against an older schema than its code.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 
 from alembic import command
@@ -19,14 +21,17 @@ from gate.config import check_data_dir
 from gate.errors import GateError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+SQLITE_BUSY_SECONDS = 30  # how long a write waits for another process's
 
 
 def make_engine(url: str) -> Engine:
     """Create an engine, creating the SQLite folder and turning WAL on."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise GateError(f"database_url is not a valid database URL: {url!r}") from None
+    except ArgumentError:  # not shown: a URL that cannot be taken apart may hold a password
+        raise GateError(
+            "database_url is not a valid database URL (such as postgresql://user@host/db)"
+        ) from None
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, parsed.database)
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
@@ -34,24 +39,45 @@ def make_engine(url: str) -> Engine:
     try:
         return create_engine(parsed, pool_pre_ping=True)
     except (NoSuchModuleError, ArgumentError, ImportError) as exc:
-        raise GateError(f"database_url {url!r} is not supported: {exc}") from None
+        shown = parsed.render_as_string(hide_password=True)
+        raise GateError(f"database_url {shown} is not supported: {exc}") from None
 
 
 def _sqlite_engine(url: str, database: str | None) -> Engine:
     if database and database != ":memory:":
         check_data_dir(Path(database).parent)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS}
+    )
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _write_ahead_log(cursor)
         # FULL: a committed decision survives power loss, not only a process crash.
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     return engine
+
+
+def _write_ahead_log(cursor: sqlite3.Cursor) -> None:
+    """Turn WAL on, waiting as any write would for a busy database.
+
+    SQLite answers "database is locked" at once, without its busy wait, when another
+    process switches a new file to WAL at the same moment: two commands starting
+    together on a fresh data dir (a gate and `gate user add`).
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_SECONDS
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def alembic_config(engine: Engine) -> Config:
