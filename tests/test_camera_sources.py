@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -49,6 +50,28 @@ def test_a_missing_camera_is_retried_not_an_error() -> None:
         assert source.read() is None and not source.healthy
     finally:
         source.close()
+
+
+def test_an_absent_camera_is_one_warning_not_one_per_retry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """gate.log says when the camera stopped and when it is back, not every retry."""
+    write_clip(tmp_path / "cam.avi")
+    port = free_port()
+    settings = CameraSettings(source=f"http://127.0.0.1:{port}/cam.avi", stall_seconds=0.3)
+    caplog.set_level(logging.DEBUG, logger="gate.camera.sources")
+    source = CaptureSource(describe_target(settings.source), settings, backoff=(0.02, 0.05))
+    try:
+        assert _wait(lambda: source.metrics.reconnects >= 10)
+        with serve_files(tmp_path, port):
+            assert _wait(lambda: source.read() is not None, 20), "the stream was not picked up"
+    finally:
+        source.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    # (The short clip may end before the source closes: a third line, rightly.)
+    assert "delivered no frame" in warnings[0] and "delivers frames again" in warnings[1], warnings
+    retries = [r for r in caplog.records if "delivered no frame" in r.getMessage()]
+    assert len(retries) >= 10 and retries[1].levelno == logging.DEBUG
 
 
 def test_a_stream_that_comes_up_after_the_gate_is_picked_up(tmp_path: Path) -> None:

@@ -108,7 +108,7 @@ class CaptureSource:
         try:
             return self._opener(self.target)
         except cv2.error as exc:
-            log.warning("opening camera %s failed: %s", self.target, exc)
+            log.debug("opening camera %s failed: %s", self.target, exc)
             return cv2.VideoCapture()
 
     def _open_capture(self, target: str | int) -> cv2.VideoCapture:
@@ -136,8 +136,13 @@ class CaptureSource:
 
     def _run(self, capture: cv2.VideoCapture | None) -> None:
         """Read until closed. A camera is first opened here, not in the constructor, so
-        one that is absent never holds up or ends the gate's start."""
+        one that is absent never holds up or ends the gate's start.
+
+        The log says when the camera stops and when it is back; the retries between are
+        debug lines, or a camera unplugged over a weekend would write one every 8 s.
+        """
         delay = self._backoff[0]
+        failures = 0
         # A file plays back at the configured rate instead of as fast as it decodes.
         period = 1.0 / self.settings.fps if self._is_file else 0.0
         if capture is None:
@@ -146,6 +151,9 @@ class CaptureSource:
             ok, frame = capture.read()
             if ok and frame is not None:
                 self._publish(frame)
+                if failures:
+                    log.warning("camera %s delivers frames again", self.target)
+                    failures = 0
                 delay = self._backoff[0]
                 if period:
                     self._stop.wait(period)
@@ -156,7 +164,10 @@ class CaptureSource:
                     self._publish(frame)
                     continue
             capture.release()
-            log.warning("camera %s delivered no frame; reopening in %.1f s", self.target, delay)
+            failures += 1
+            (log.warning if failures == 1 else log.debug)(
+                "camera %s delivered no frame; reopening in %.1f s", self.target, delay
+            )
             if self._stop.wait(delay):
                 break
             delay = min(delay * 2, self._backoff[1])
