@@ -47,7 +47,7 @@ from gate.errors import CommandRefused, GateError
 from gate.events import EventBus
 from gate.sanitizer.station import LinkState, Station, StationEvent
 from gate.store import records
-from gate.store.models import Entry, Outcome, Severity
+from gate.store.models import Entry, Outcome, Severity, local_midnight
 from gate.store.retention import apply_retention
 
 log = logging.getLogger("gate.runtime")
@@ -312,8 +312,8 @@ class GateRuntime:
             async with self._lock:
                 if not self._camera_healthy(now):
                     await self._apply(self.controller.camera_health(now, False))
-                if self._today() != self._occupancy_day:
-                    self._occupancy_day = self._today()
+                if (today := self._today()) != self._occupancy_day:
+                    self._occupancy_day = today
                     log.info("a new day: the count of people inside starts again at 0")
                     await self._apply(self.controller.reset_occupancy(now))
                 await self._apply(self.controller.tick(now))
@@ -494,8 +494,7 @@ class GateRuntime:
 
     def _day_start(self) -> datetime:
         """Local midnight of today, in UTC: the count of people inside starts there."""
-        midnight = datetime.combine(self._today(), datetime.min.time(), self._zone)
-        return midnight.astimezone(UTC)
+        return local_midnight(self._today(), self._zone)
 
     def _wall(self, mono: float) -> datetime:
         """The wall-clock time of an instant on the gate's clock.

@@ -21,7 +21,8 @@ from zoneinfo import ZoneInfo
 
 from starlette.responses import StreamingResponse
 
-from gate.server.i18n import DATETIME_FORMAT, as_utc
+from gate.server.i18n import DATETIME_FORMAT
+from gate.store.models import as_utc
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 BOM = "\ufeff"  # lets Excel open UTF-8 Vietnamese text correctly

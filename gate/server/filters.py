@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from fastapi import Request
 from fastapi.dependencies.models import Dependant
 
-from gate.server.i18n import N_
+from gate.server.i18n import N_, fill
 from gate.server.queries import Cursor, EntryFilter
 from gate.store.models import Outcome
 
@@ -32,8 +32,7 @@ class BadInput(ValueError):
         super().__init__(self.translated(str))
 
     def translated(self, translate: Callable[[str], str]) -> str:
-        problem = translate(self.problem)
-        return f"{self.field}: {problem % self.params if self.params else problem}"
+        return f"{self.field}: {fill(translate(self.problem), self.params)}"
 
 
 @dataclass(frozen=True)

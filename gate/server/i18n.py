@@ -16,13 +16,16 @@ tests/test_panel_i18n.py fails when a text has no Vietnamese or a .mo is stale.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from babel.numbers import format_decimal
 from babel.support import NullTranslations, Translations
+
+from gate.store.models import as_utc
 
 LOCALE_DIR = Path(__file__).with_name("locale")
 LANGUAGES = ("vi", "en")
@@ -44,7 +47,12 @@ def translations(lang: str) -> NullTranslations:
 
 def translate(lang: str, message: str, **values: object) -> str:
     """Translate, then fill %(name)s placeholders (templates escape the result)."""
-    text = translations(lang).gettext(message)
+    return fill(translations(lang).gettext(message), values)
+
+
+def fill(text: str, values: Mapping[str, object]) -> str:
+    """Put values into %(name)s placeholders; with none, the text as it is, so a literal
+    "%" in a message without placeholders stays."""
     return text % values if values else text
 
 
@@ -55,11 +63,6 @@ def number(lang: str, value: float, digits: int) -> str:
 
 def pick_language(cookie: str | None, default: str) -> str:
     return cookie if cookie in LANGUAGES else default
-
-
-def as_utc(moment: datetime) -> datetime:
-    """SQLite returns naive datetimes; everything the store writes is UTC."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def local_time(moment: datetime | None, zone: ZoneInfo) -> str:

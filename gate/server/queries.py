@@ -16,9 +16,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, Row, and_, case, func, or_, select, update
 
-from gate.server.i18n import as_utc
 from gate.store.db import session
-from gate.store.models import Alert, AuditEvent, Entry, Gate, Outcome, Severity, StationLog
+from gate.store.models import Alert, AuditEvent, Entry, Gate, Outcome, Severity, StationLog, as_utc
 from gate.store.records import audit_detail
 
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

@@ -26,9 +26,8 @@ from sqlalchemy import Engine, delete
 from sqlmodel import Session, select
 
 from gate.errors import GateError
-from gate.server.i18n import as_utc
 from gate.store.db import session
-from gate.store.models import RevokedSession
+from gate.store.models import RevokedSession, as_utc
 
 COOKIE = "gate_session"
 SECRET_FILE = "secret_key"

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 
 from gate.server import queries
-from gate.store.models import Outcome
+from gate.store.models import Outcome, local_midnight
 
 PERIODS = (7, 14, 30, 90)
 OCCUPANCY_STEP = timedelta(minutes=15)
@@ -62,13 +62,9 @@ class Stats:
         return self.masks.get("mask", 0) / checked if checked else None
 
 
-def _local_midnight(day: date, zone: ZoneInfo) -> datetime:
-    return datetime.combine(day, time(), tzinfo=zone).astimezone(UTC)
-
-
 def compute(engine: Engine, day: date, period: int, zone: ZoneInfo, gate_id: str | None) -> Stats:
     days = [day - timedelta(days=period - 1 - i) for i in range(period)]
-    start, end = _local_midnight(days[0], zone), _local_midnight(day + timedelta(days=1), zone)
+    start, end = local_midnight(days[0], zone), local_midnight(day + timedelta(days=1), zone)
     stats = Stats(day=day, days=days)
     index = {d: i for i, d in enumerate(days)}
     stats.hourly = {g: [0] * 24 for g in GROUPS}
@@ -99,8 +95,8 @@ def compute(engine: Engine, day: date, period: int, zone: ZoneInfo, gate_id: str
             target = stats.doses if kind == "dispensed" else stats.refills
             target[index[local_day]] += count
     stats.occupancy = occupancy_curve(
-        queries.occupancy_moves(engine, _local_midnight(day, zone), end, gate_id),
-        _local_midnight(day, zone),
+        queries.occupancy_moves(engine, local_midnight(day, zone), end, gate_id),
+        local_midnight(day, zone),
     )
     return stats
 

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from sqlmodel import select
 
 from gate.errors import GateError
-from gate.server.i18n import N_
+from gate.server.i18n import N_, fill
 from gate.store.db import session
 from gate.store.models import AuditEvent, Role, User
 from gate.store.records import audit_detail, record_audit
@@ -52,8 +52,7 @@ class AccountError(GateError):
         super().__init__(self.translated(str))
 
     def translated(self, translate: Callable[[str], str]) -> str:
-        text = translate(self.message)
-        return text % self.params if self.params else text
+        return fill(translate(self.message), self.params)
 
 
 class LoginFailure(StrEnum):

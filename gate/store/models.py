@@ -6,8 +6,9 @@ Times are stored as timezone-aware UTC; the panel converts them for display.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from enum import StrEnum
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import BigInteger, Column, DateTime, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -15,6 +16,16 @@ from sqlmodel import Field, SQLModel
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite returns naive datetimes; everything the store writes is UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def local_midnight(day: date, zone: ZoneInfo) -> datetime:
+    """The start of a local day, in UTC: where the day's counts begin in the store."""
+    return datetime.combine(day, time(), tzinfo=zone).astimezone(UTC)
 
 
 def _time(nullable: bool = True, index: bool = False) -> Column:

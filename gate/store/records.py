@@ -7,7 +7,7 @@ flight and never leaves half of one.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,6 +23,7 @@ from gate.store.models import (
     Gate,
     Outcome,
     StationLog,
+    as_utc,
     utcnow,
 )
 
@@ -31,11 +32,6 @@ ADMITTED = [Outcome.ADMITTED.value, Outcome.ADMITTED_REMINDED.value]
 OCCUPANCY_RESET = "occupancy_reset"
 # The INSERT with ON CONFLICT of each database the gate runs on.
 UPSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
-
-
-def _utc(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything the store writes is UTC."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def ensure_gate(engine: Engine, gate_id: str) -> None:
@@ -102,7 +98,7 @@ def occupancy(engine: Engine, gate_id: str, day_start: datetime) -> int:
                 StationLog.gate_id == gate_id, StationLog.kind == OCCUPANCY_RESET
             )
         )
-        since = max(day_start, _utc(reset_at)) if reset_at is not None else day_start
+        since = max(day_start, as_utc(reset_at)) if reset_at is not None else day_start
         admitted = s.scalar(
             select(func.count())
             .select_from(Entry)

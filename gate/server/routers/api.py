@@ -28,7 +28,7 @@ from gate.server.filters import (
     parse_cursor,
     parse_entry_filter,
 )
-from gate.server.i18n import N_, as_utc
+from gate.server.i18n import N_
 from gate.server.routers.entries import Filters, snapshot_file
 from gate.server.routers.live import clean_reason
 from gate.server.routers.stats import figures
@@ -42,7 +42,7 @@ from gate.server.web import (
     render,
     require,
 )
-from gate.store.models import Role
+from gate.store.models import Role, as_utc
 
 router = APIRouter(prefix="/api", tags=["api"])
 logged_in = any_user()
