@@ -11,6 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from gate.camera.detector import FaceDetector
+from gate.camera.models import detector_path
 from gate.camera.pipeline import Vision
 from gate.camera.simulated import SimulatedCamera, SimVisitor
 from gate.camera.verdict import MaskLabel
@@ -35,32 +37,44 @@ def one_core() -> Iterator[None]:
 
 
 def run_vision_bench(data_dir: Path, frames: int = 300, warmup: int = 20) -> dict:
-    """Per-frame `Vision.analyze` time: p50, p99 and the frame rate it allows."""
+    """Per-frame `Vision.analyze` time: p50, p99 and the frame rate it allows.
+
+    Google's original BlazeFace (MediaPipe Tasks, the detector the gate ran before
+    its own fine-tuned one) runs in the same loop, frame by frame in turn, so the
+    ratio between the two holds however busy the machine is.
+    """
     camera = SimulatedCamera(
         [SimVisitor("bench", ((60.0, MaskLabel.MASK),))], clock=lambda: 0.0, start_at=0.0
     )
     # A handful of distinct frames (the visitor sways), cycled.
     scene = [camera.render(t) for t in np.linspace(0.5, 30, 16)]
     with one_core():
-        vision = Vision(CameraSettings(), data_dir)
+        ours = Vision(CameraSettings(), data_dir)
+        google = Vision(CameraSettings(), data_dir, detector=FaceDetector(detector_path(data_dir)))
         try:
-            times, faces = [], 0
+            times: dict[str, list[float]] = {"ours": [], "google": []}
+            faces = 0
             for i in range(warmup + frames):
-                start = time.perf_counter()
-                analysis = vision.analyze(scene[i % len(scene)], at=i / 15)
-                elapsed = (time.perf_counter() - start) * 1000
-                if i >= warmup:
-                    times.append(elapsed)
-                    faces += len(analysis.faces)
+                for name, vision in (("ours", ours), ("google", google)):
+                    start = time.perf_counter()
+                    analysis = vision.analyze(scene[i % len(scene)], at=i / 15)
+                    elapsed = (time.perf_counter() - start) * 1000
+                    if i >= warmup:
+                        times[name].append(elapsed)
+                        faces += len(analysis.faces) if name == "ours" else 0
         finally:
-            vision.close()
-    t = np.array(times)
+            ours.close()
+            google.close()
+    t, g = np.array(times["ours"]), np.array(times["google"])
     return {
         "p50_ms": round(float(np.percentile(t, 50)), 2),
         "p99_ms": round(float(np.percentile(t, 99)), 2),
         "fps": round(1000 / float(t.mean()), 1),
         "frames": frames,
         "faces_per_frame": round(faces / frames, 2),
+        "google_detector_p50_ms": round(float(np.percentile(g, 50)), 2),
+        "google_detector_p99_ms": round(float(np.percentile(g, 99)), 2),
+        "ratio_p50": round(float(np.percentile(t, 50) / np.percentile(g, 50)), 3),
     }
 
 

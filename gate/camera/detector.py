@@ -1,5 +1,8 @@
-"""Face detection with MediaPipe Tasks FaceDetector (BlazeFace short range).
+"""Face detection: what every detector shares, and Google's BlazeFace through MediaPipe Tasks.
 
+The gate itself runs the project's fine-tuned BlazeFace (`blazeface.py`);
+Google's original, run here through the MediaPipe Tasks `FaceDetector`, is the
+teacher it was trained from and boxes the classifier's training faces.
 BlazeFace short range sees faces from about an eighth of its input up to the
 whole of it. That suits the gate camera (a face 80-300 px wide in 640x480), so
 `detect` is one pass. Scene photos hold much smaller faces, so evaluation uses
@@ -14,6 +17,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import cv2
 import numpy as np
@@ -55,45 +59,21 @@ class Detection:
     keypoints: tuple[tuple[float, float], ...] = ()
 
 
-class FaceDetector:
-    """A loaded BlazeFace model. Not thread safe; one per analysing thread."""
-
-    def __init__(self, model_path: Path, min_confidence: float = 0.5) -> None:
-        from mediapipe.tasks.python import BaseOptions, vision
-
-        options = vision.FaceDetectorOptions(
-            base_options=BaseOptions(model_asset_path=str(model_path)),
-            min_detection_confidence=min_confidence,
-        )
-        with _native_stderr_silenced():
-            try:
-                self._task = vision.FaceDetector.create_from_options(options)
-            except (RuntimeError, ValueError) as exc:
-                raise GateError(f"cannot load face detector {model_path}: {exc}") from None
-            # Warm-up, so LiteRT's once-only notices come out here, silenced: its first
-            # run, and an input frame whose memory is not aligned as it likes (it copies
-            # then). Its own buffers can still be misaligned later, so the alignment
-            # notice may yet appear once, but no longer for every camera's frames.
-            self.detect(np.zeros((128, 128, 3), np.uint8))
-            self.detect(np.zeros(128 * 128 * 3 + 1, np.uint8)[1:].reshape(128, 128, 3))
+class TiledSearch:
+    """Scene-photo search for any one-pass detector: tiles at halving scales, then NMS and
+    a second look. Subclasses provide `detect(rgb)`."""
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """One pass over an RGB uint8 image."""
-        import mediapipe as mp
+        raise NotImplementedError
 
-        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
-        result = self._task.detect(image)
-        h, w = rgb.shape[:2]
-        found = []
-        for d in result.detections:
-            b = d.bounding_box
-            x0, y0 = max(0, b.origin_x), max(0, b.origin_y)
-            x1, y1 = min(w, b.origin_x + b.width), min(h, b.origin_y + b.height)
-            if x1 - x0 < 2 or y1 - y0 < 2:
-                continue
-            kps = tuple((k.x * w, k.y * h) for k in d.keypoints or ())
-            found.append(Detection((x0, y0, x1 - x0, y1 - y0), d.categories[0].score, kps))
-        return found
+    def close(self) -> None:
+        """Release the model; nothing to do where the garbage collector frees it all."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def detect_tiled(self, rgb: np.ndarray, min_face: int = 24) -> list[Detection]:
         """Find faces down to `min_face` px wide: overlapping tiles at halving scales, then NMS."""
@@ -137,15 +117,51 @@ class FaceDetector:
             return d if d.score >= KEEP_UNCONFIRMED else None
         return best
 
+
+class FaceDetector(TiledSearch):
+    """Google's BlazeFace through the MediaPipe Tasks API: the teacher `gate train-detector`
+    starts from. Not thread safe; one per analysing thread."""
+
+    def __init__(self, model_path: Path, min_confidence: float = 0.5) -> None:
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        options = vision.FaceDetectorOptions(
+            base_options=BaseOptions(model_asset_path=str(model_path)),
+            min_detection_confidence=min_confidence,
+        )
+        with _native_stderr_silenced():
+            try:
+                self._task = vision.FaceDetector.create_from_options(options)
+            except (RuntimeError, ValueError) as exc:
+                raise GateError(f"cannot load face detector {model_path}: {exc}") from None
+            # Warm-up, so LiteRT's once-only notices come out here, silenced: its first
+            # run, and an input frame whose memory is not aligned as it likes (it copies
+            # then). Its own buffers can still be misaligned later, so the alignment
+            # notice may yet appear once, but no longer for every camera's frames.
+            self.detect(np.zeros((128, 128, 3), np.uint8))
+            self.detect(np.zeros(128 * 128 * 3 + 1, np.uint8)[1:].reshape(128, 128, 3))
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        """One pass over an RGB uint8 image."""
+        import mediapipe as mp
+
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+        result = self._task.detect(image)
+        h, w = rgb.shape[:2]
+        found = []
+        for d in result.detections:
+            b = d.bounding_box
+            x0, y0 = max(0, b.origin_x), max(0, b.origin_y)
+            x1, y1 = min(w, b.origin_x + b.width), min(h, b.origin_y + b.height)
+            if x1 - x0 < 2 or y1 - y0 < 2:
+                continue
+            kps = tuple((k.x * w, k.y * h) for k in d.keypoints or ())
+            found.append(Detection((x0, y0, x1 - x0, y1 - y0), d.categories[0].score, kps))
+        return found
+
     def close(self) -> None:
         with _native_stderr_silenced(), contextlib.suppress(Exception):
             self._task.close()
-
-    def __enter__(self) -> FaceDetector:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _starts(length: int, side: int, stride: int) -> list[int]:
@@ -208,7 +224,7 @@ def _inside(a: Box, b: Box) -> float:
 
 
 def box_in_face_image(
-    detector: FaceDetector, bgr: np.ndarray, pad: float = 0.25
+    detector: TiledSearch, bgr: np.ndarray, pad: float = 0.25
 ) -> tuple[Box, bool]:
     """The face box in an image that is itself a loose face crop, and whether it was detected.
 

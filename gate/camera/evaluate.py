@@ -18,10 +18,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from gate.camera.blazeface import MODEL_PATH as DETECTOR_PATH
+from gate.camera.blazeface import BlazeFaceOnnx
 from gate.camera.classifier import LABELS, MODEL_PATH, MaskClassifier, face_crop
 from gate.camera.data import is_voc, read_class_folders, read_voc, select_split
-from gate.camera.detector import FaceDetector, box_in_face_image, greedy_match, iou
-from gate.camera.models import detector_path, facemesh_path
+from gate.camera.detector import TiledSearch, box_in_face_image, greedy_match, iou
+from gate.camera.models import facemesh_path
 from gate.camera.verdict import Box, MaskLabel
 from gate.errors import GateError
 
@@ -157,7 +159,7 @@ def evaluate(
         raise GateError(f"evaluation data not found: {path}")
     classifier = MaskClassifier(classifier_path, threads=1, facemesh_model=facemesh_path(data_dir))
     wrong = _Misses(misses, path)
-    with FaceDetector(detector_path(data_dir), min_confidence=min_confidence) as detector:
+    with BlazeFaceOnnx(DETECTOR_PATH, min_confidence=min_confidence) as detector:
         if is_voc(path):
             report = _eval_voc(path, detector, classifier, min_face, split, limit, progress, wrong)
         else:
@@ -166,7 +168,7 @@ def evaluate(
     return report
 
 
-def scene_detections(detector: FaceDetector, image: np.ndarray, min_face: int) -> list[Box]:
+def scene_detections(detector: TiledSearch, image: np.ndarray, min_face: int) -> list[Box]:
     """Face boxes in a BGR scene photo, found the way scored scenes are searched (tiled).
 
     Detections a little under `min_face` still match labelled faces at `min_face`.

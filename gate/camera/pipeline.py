@@ -6,7 +6,6 @@ what a camera or a bad driver can hand it: bad frames are skipped and counted.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -15,9 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from gate.camera.blazeface import BlazeFaceOnnx
 from gate.camera.classifier import LABELS, MODEL_PATH, MaskClassifier
-from gate.camera.detector import Detection, FaceDetector
-from gate.camera.models import detector_path, facemesh_path
+from gate.camera.detector import Detection, TiledSearch
+from gate.camera.models import facemesh_path
 from gate.camera.tracker import Tracker
 from gate.camera.verdict import FaceVerdict, FrameAnalysis, MaskLabel
 from gate.config import CameraSettings
@@ -61,20 +61,17 @@ class Vision:
         data_dir: Path,
         *,
         classifier_path: Path = MODEL_PATH,
+        detector: TiledSearch | None = None,
         min_confidence: float = 0.5,
         tracker: Tracker | None = None,
     ) -> None:
+        """`detector` defaults to the project's fine-tuned BlazeFace; a benchmark may pass
+        another (Google's original) to compare in one run."""
         self.settings = settings
-        # A classifier or FaceMesh model that fails to load closes the detector again: left
-        # to the garbage collector, MediaPipe's finaliser fails at exit with a traceback.
-        with contextlib.ExitStack() as opened:
-            self.detector = opened.enter_context(
-                FaceDetector(detector_path(data_dir), min_confidence=min_confidence)
-            )
-            self.classifier = MaskClassifier(
-                classifier_path, threads=1, facemesh_model=facemesh_path(data_dir)
-            )
-            opened.pop_all()
+        self.classifier = MaskClassifier(
+            classifier_path, threads=1, facemesh_model=facemesh_path(data_dir)
+        )
+        self.detector = detector or BlazeFaceOnnx(min_confidence=min_confidence)
         self.tracker = tracker or Tracker()
         self.metrics = VisionMetrics()
 
