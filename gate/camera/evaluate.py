@@ -77,15 +77,15 @@ class _Tally:
             matched = sum(self.confusion[c].values())
             per_class[c] = {
                 "n": self.per_class_n[c],
-                "detection_recall": _ratio(self.per_class_found[c], self.per_class_n[c]),
-                "precision": _ratio(tp, predicted),
-                "recall": _ratio(tp, matched),
+                "detection_recall": ratio(self.per_class_found[c], self.per_class_n[c]),
+                "precision": ratio(tp, predicted),
+                "recall": ratio(tp, matched),
             }
         return {
             "n_faces": self.n,
-            "detection_recall": _ratio(self.found, self.n),
-            "accuracy": _ratio(self.correct, self.found),
-            "end_to_end_accuracy": _ratio(self.correct, self.n),
+            "detection_recall": ratio(self.found, self.n),
+            "accuracy": ratio(self.correct, self.found),
+            "end_to_end_accuracy": ratio(self.correct, self.n),
             "per_class": per_class,
             "confusion": self.confusion,
         }
@@ -147,7 +147,8 @@ class _Misses:
         return {"misses": len(self.rows), "misses_folder": str(self.folder)}
 
 
-def _ratio(a: int, b: int) -> float | None:
+def ratio(a: int, b: int) -> float | None:
+    """a / b to four places; None when there is nothing to divide by."""
     return round(a / b, 4) if b else None
 
 
@@ -269,7 +270,7 @@ def _eval_crops(path, detector, classifier, split, limit, progress, wrong) -> di
             progress(i + 1, len(items))
     report = total.summary()
     # Every crop is classified (undetected ones as a whole); say how often BlazeFace found it.
-    report["detection_recall"] = _ratio(detected, total.n)
+    report["detection_recall"] = ratio(detected, total.n)
     report.update(
         kind="crops",
         n_images=total.n,
@@ -285,7 +286,7 @@ def _two_class(t: _Tally) -> float | None:
     wearing = (MaskLabel.MASK, MaskLabel.INCORRECT_MASK)
     right = sum(t.confusion[MaskLabel.MASK][p] for p in wearing)
     right += t.confusion[MaskLabel.NO_MASK][MaskLabel.NO_MASK]
-    return _ratio(right, t.found)
+    return ratio(right, t.found)
 
 
 def _brief(t: _Tally) -> dict:
@@ -377,15 +378,15 @@ class DoorTally:
             "n_faces": self.frames,
             "n_masked": n_masked,
             "n_improper": n_improper,
-            "masked_found": _ratio(found_masked, n_masked),
-            "found_masked_admitted": _ratio(masked[MaskLabel.MASK], found_masked),
-            "masked_found_and_admitted": _ratio(masked[MaskLabel.MASK], n_masked),
-            "improper_refused": _ratio(n_improper - admitted_improper, n_improper),
+            "masked_found": ratio(found_masked, n_masked),
+            "found_masked_admitted": ratio(masked[MaskLabel.MASK], found_masked),
+            "masked_found_and_admitted": ratio(masked[MaskLabel.MASK], n_masked),
+            "improper_refused": ratio(n_improper - admitted_improper, n_improper),
             "improper_admitted": admitted_improper,
-            "improper_found": _ratio(found_improper, n_improper),
-            "prompt_accuracy": _ratio(prompt_right, refused_found),
+            "improper_found": ratio(found_improper, n_improper),
+            "prompt_accuracy": ratio(prompt_right, refused_found),
             "false_detections": self.false_detections,
-            "false_detections_per_frame": _ratio(self.false_detections, self.frames),
+            "false_detections_per_frame": ratio(self.false_detections, self.frames),
         }
 
 
@@ -437,8 +438,8 @@ def evaluate_door(
         vision.close()
     report = {"kind": "door", **total.summary()}
     report.update(
-        ms_per_frame_p50=_percentile(ms, 50),
-        ms_per_frame_p99=_percentile(ms, 99),
+        ms_per_frame_p50=percentile(ms, 50),
+        ms_per_frame_p99=percentile(ms, 99),
         confusion=total.rows,
         by_size={band_name(band): t.summary() for band, t in bands.items()},
         framing={"frame": list(FRAME_SIZE), "face_share": FACE_SHARE, "face_height": FACE_HEIGHT},
@@ -462,5 +463,5 @@ def _judge_door_frame(
     return called, len(found) - len(match)
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)), 2) if values else None
+def percentile(values: list[float], q: float, places: int = 2) -> float | None:
+    return round(float(np.percentile(values, q)), places) if values else None
