@@ -209,7 +209,7 @@ def evaluate(
     min_face: Annotated[
         int | None,
         typer.Option(
-            help="Only faces at least this wide (px) count [default: 40; door, visits: 60]."
+            help="Only faces at least this wide (px) count: 40 unless --door or --visits (60)."
         ),
     ] = None,
     split: Annotated[str, typer.Option(help="all, train or test (the held-out 20 %).")] = "all",
