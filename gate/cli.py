@@ -15,7 +15,7 @@ import tempfile
 import traceback
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -215,9 +215,16 @@ def _mount_room_commands() -> None:
 
     app.add_typer(station_app, name="station")
     app.add_typer(user_app, name="user")
-    register_camera(app)
+    register_camera(app, visits=_evaluate_visits)
     bench_app.command("vision")(bench_vision)
     bench_app.command("simulated")(sim_check)
+
+
+def _evaluate_visits(*args: Any, **kwargs: Any) -> dict:
+    """`gate eval --visits`, imported when used: it loads the controller and the models."""
+    from gate.visits import evaluate_visits
+
+    return evaluate_visits(*args, **kwargs)
 
 
 _mount_room_commands()

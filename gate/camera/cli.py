@@ -228,26 +228,77 @@ def train_detector(
     typer.echo(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=1))
 
 
+VisitEval = Callable[..., dict]  # `gate.visits.evaluate_visits`, handed in by the `gate` CLI
+
+
 def evaluate(
+    ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="Class sub-folders of face crops, or a VOC set.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
-    min_face: Annotated[int, typer.Option(help="Only faces at least this wide (px) count.")] = 40,
+    min_face: Annotated[
+        int | None,
+        typer.Option(
+            help="Only faces at least this wide (px) count: 40 unless --door or --visits (60)."
+        ),
+    ] = None,
     split: Annotated[str, typer.Option(help="all, train or test (the held-out 20 %).")] = "all",
-    limit: Annotated[int | None, typer.Option(help="Evaluate an evenly spread subset.")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(help="Evaluate an evenly spread subset (of images; door, visits: of faces)."),
+    ] = None,
     misses: Annotated[
         Path | None,
         typer.Option(
             help="Write each misclassified face's crop, and misses.csv, to this new folder."
         ),
     ] = None,
+    door: Annotated[
+        bool,
+        typer.Option(
+            "--door", help="Re-frame each face of a VOC set as the door camera sees one visitor."
+        ),
+    ] = False,
+    visits: Annotated[
+        bool,
+        typer.Option(
+            "--visits",
+            help="Each face of a VOC set as a 1 s visit through the tracker and controller.",
+        ),
+    ] = False,
+    visits_per_face: Annotated[
+        int, typer.Option(help="Visits simulated from each face (--visits).")
+    ] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the visits' variation (--visits).")] = 7,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
-    """Score detection and mask classification on labelled data."""
-    from gate.camera.evaluate import evaluate as run_eval
+    """Score detection and mask classification on labelled data: scenes or crops as they are,
+    at door framing (--door), or as visits to the door (--visits)."""
+    from gate.camera import evaluate as scoring
 
     if limit is not None and limit < 1:
         raise GateError(f"--limit {limit} must be at least 1")
-    report = run_eval(path, data_dir, min_face=min_face, split=split, limit=limit, misses=misses)
+    if door and visits:
+        raise GateError("--door and --visits are two evaluations: give one of them")
+    if misses is not None and (door or visits):
+        raise GateError("--misses works with the scene evaluation only, not --door or --visits")
+    if visits_per_face < 1:
+        raise GateError(f"--visits-per-face {visits_per_face} must be at least 1")
+    if door or visits:
+        faces = scoring.DOOR_MIN_FACE if min_face is None else min_face
+        scope = dict(min_face=faces, split=split, limit=limit)
+        if door:
+            report = scoring.evaluate_door(path, data_dir, **scope)
+        else:
+            run_visits: VisitEval | None = ctx.obj
+            if run_visits is None:
+                raise GateError("--visits drives the controller: run it as `gate eval --visits`")
+            report = run_visits(path, data_dir, per_face=visits_per_face, seed=seed, **scope)
+        typer.echo(json.dumps(report, indent=1) if as_json else _door_text(report))
+        return
+    faces = scoring.MIN_FACE if min_face is None else min_face
+    report = scoring.evaluate(
+        path, data_dir, min_face=faces, split=split, limit=limit, misses=misses
+    )
     if as_json:
         typer.echo(json.dumps(report, indent=1))
         return
@@ -260,6 +311,16 @@ def evaluate(
         typer.echo(f"  {name:15} n={c['n']:5} precision {c['precision']} recall {c['recall']}")
     if misses is not None:
         typer.echo(f"{report['misses']} misclassified faces written to {misses}")
+
+
+def _door_text(report: dict) -> str:
+    """A door or visit report as lines a person reads: the figures, then the confusion."""
+    lines = [f"{key:28} {value}" for key, value in report.items() if not isinstance(value, dict)]
+    for name in ("confusion", "by_size", "by_label"):
+        for row, figures in report.get(name, {}).items():
+            shown = ", ".join(f"{k} {v}" for k, v in figures.items())
+            lines.append(f"{name} {row}: {shown}")
+    return "\n".join(lines)
 
 
 def bench_vision(
@@ -291,9 +352,13 @@ def sim_check(
     typer.echo(json.dumps(run_simulated_check(data_dir, looks=looks), indent=1))
 
 
-def register(app: typer.Typer) -> None:
-    """Add `train`, `train-detector`, `eval` and the `models` group to the given app."""
+def register(app: typer.Typer, visits: VisitEval | None = None) -> None:
+    """Add `train`, `train-detector`, `eval` and the `models` group to the given app.
+
+    `visits` runs `gate eval --visits`. It drives the controller, which the camera room
+    never imports, so the `gate` CLI hands it in (as the command's context object).
+    """
     app.command("train")(train)
     app.command("train-detector")(train_detector)
-    app.command("eval")(evaluate)
+    app.command("eval", context_settings={"obj": visits})(evaluate)
     app.add_typer(models_app, name="models")

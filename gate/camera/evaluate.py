@@ -4,6 +4,8 @@ Two layouts: a folder of class sub-folders holding face crops, or a Pascal VOC
 set (`images/` + `annotations/`) of whole scenes. Scenes run the whole
 pipeline (tiled detection, crop, classify) and match detections to the
 labelled faces at IoU >= 0.4; only faces at least `min_face` px wide count.
+`evaluate_door` instead re-frames each face of a VOC set as the door camera
+sees one visitor and runs the door's own single-pass `Vision` on it.
 """
 
 from __future__ import annotations
@@ -21,10 +23,22 @@ import numpy as np
 from gate.camera.blazeface import MODEL_PATH as DETECTOR_PATH
 from gate.camera.blazeface import BlazeFaceOnnx
 from gate.camera.classifier import LABELS, MODEL_PATH, MaskClassifier, face_crop
-from gate.camera.data import is_voc, read_class_folders, read_voc, select_split
+from gate.camera.data import VocFace, VocImage, is_voc, read_class_folders, read_voc, select_split
 from gate.camera.detector import TiledSearch, box_in_face_image, greedy_match, iou
+from gate.camera.doorframe import (
+    FACE_HEIGHT,
+    FACE_SHARE,
+    FRAME_SIZE,
+    DoorWindow,
+    boxes_in_frame,
+    door_frame,
+    frame_box,
+)
 from gate.camera.models import facemesh_path
-from gate.camera.verdict import Box, MaskLabel
+from gate.camera.pipeline import Vision
+from gate.camera.tracker import Tracker
+from gate.camera.verdict import Box, FaceVerdict, MaskLabel
+from gate.config import CameraSettings
 from gate.errors import GateError
 
 log = logging.getLogger(__name__)
@@ -65,15 +79,15 @@ class _Tally:
             matched = sum(self.confusion[c].values())
             per_class[c] = {
                 "n": self.per_class_n[c],
-                "detection_recall": _ratio(self.per_class_found[c], self.per_class_n[c]),
-                "precision": _ratio(tp, predicted),
-                "recall": _ratio(tp, matched),
+                "detection_recall": ratio(self.per_class_found[c], self.per_class_n[c]),
+                "precision": ratio(tp, predicted),
+                "recall": ratio(tp, matched),
             }
         return {
             "n_faces": self.n,
-            "detection_recall": _ratio(self.found, self.n),
-            "accuracy": _ratio(self.correct, self.found),
-            "end_to_end_accuracy": _ratio(self.correct, self.n),
+            "detection_recall": ratio(self.found, self.n),
+            "accuracy": ratio(self.correct, self.found),
+            "end_to_end_accuracy": ratio(self.correct, self.n),
             "per_class": per_class,
             "confusion": self.confusion,
         }
@@ -135,7 +149,8 @@ class _Misses:
         return {"misses": len(self.rows), "misses_folder": str(self.folder)}
 
 
-def _ratio(a: int, b: int) -> float | None:
+def ratio(a: int, b: int) -> float | None:
+    """a / b to four places; None when there is nothing to divide by."""
     return round(a / b, 4) if b else None
 
 
@@ -257,7 +272,7 @@ def _eval_crops(path, detector, classifier, split, limit, progress, wrong) -> di
             progress(i + 1, len(items))
     report = total.summary()
     # Every crop is classified (undetected ones as a whole); say how often BlazeFace found it.
-    report["detection_recall"] = _ratio(detected, total.n)
+    report["detection_recall"] = ratio(detected, total.n)
     report.update(
         kind="crops",
         n_images=total.n,
@@ -273,9 +288,182 @@ def _two_class(t: _Tally) -> float | None:
     wearing = (MaskLabel.MASK, MaskLabel.INCORRECT_MASK)
     right = sum(t.confusion[MaskLabel.MASK][p] for p in wearing)
     right += t.confusion[MaskLabel.NO_MASK][MaskLabel.NO_MASK]
-    return _ratio(right, t.found)
+    return ratio(right, t.found)
 
 
 def _brief(t: _Tally) -> dict:
     s = t.summary()
     return {k: s[k] for k in ("n_faces", "detection_recall", "accuracy", "end_to_end_accuracy")}
+
+
+# ------------------------------------------------------------------ door framing
+
+DOOR_MIN_FACE = 60  # px in the photo: below this a door frame would be mostly upscaling
+MISSED = "missed"  # the confusion's fourth column: the detector did not find the face
+IMPROPER = (MaskLabel.NO_MASK, MaskLabel.INCORRECT_MASK)
+
+
+@dataclass(frozen=True)
+class DoorFace:
+    """One labelled face to re-frame: its photo, the photo's labelled boxes, which one."""
+
+    item: VocImage
+    index: int
+
+    @property
+    def face(self) -> VocFace:
+        return self.item.faces[self.index]
+
+    @property
+    def key(self) -> str:
+        """Stable across splits and limits: the image's stem and the face's place in it."""
+        return f"{self.item.image.stem}:{self.index}"
+
+
+def door_faces(path: Path, split: str, min_face: int, limit: int | None) -> list[DoorFace]:
+    """Every labelled face at least `min_face` px wide of a VOC set's split, thinned to `limit`."""
+    if not path.is_dir():
+        raise GateError(f"evaluation data not found: {path}")
+    if not is_voc(path):
+        raise GateError(f"{path} is not a VOC set (images/ + annotations/): door framing needs one")
+    if min_face < 1:
+        raise GateError(f"--min-face {min_face} must be at least 1")
+    items = read_voc(path)
+    keep = set(select_split([it.image for it in items], split))
+    faces = [
+        DoorFace(it, i)
+        for it in items
+        if it.image in keep
+        for i, f in enumerate(it.faces)
+        if f.box[2] >= min_face
+    ]
+    return _thin(faces, limit)
+
+
+def size_bands(min_face: int) -> list[tuple[int, int]]:
+    """The scene bands, starting at `min_face`."""
+    return [(max(lo, min_face), hi) for lo, hi in SIZE_BANDS if hi > min_face]
+
+
+def band_name(band: tuple[int, int]) -> str:
+    lo, hi = band
+    return f"{lo}-{hi if hi < 100_000 else ''}px"
+
+
+@dataclass
+class DoorTally:
+    """Door-framed faces by true label and what the door made of each: a label, or missed."""
+
+    rows: dict[str, dict[str, int]] = field(
+        default_factory=lambda: {t: dict.fromkeys([*LABELS, MISSED], 0) for t in LABELS}
+    )
+    false_detections: int = 0
+    frames: int = 0
+
+    def add(self, truth: MaskLabel, called: MaskLabel | None, false_detections: int = 0) -> None:
+        self.rows[truth][called or MISSED] += 1
+        self.false_detections += false_detections
+        self.frames += 1
+
+    def summary(self) -> dict:
+        """The door's figures. A missed face is refused (the door stays shut) but not found."""
+        masked = self.rows[MaskLabel.MASK]
+        n_masked = sum(masked.values())
+        found_masked = n_masked - masked[MISSED]
+        improper = [self.rows[t] for t in IMPROPER]
+        n_improper = sum(sum(r.values()) for r in improper)
+        admitted_improper = sum(r[MaskLabel.MASK] for r in improper)
+        found_improper = n_improper - sum(r[MISSED] for r in improper)
+        refused_found = found_improper - admitted_improper
+        prompt_right = sum(self.rows[t][t] for t in IMPROPER)
+        return {
+            "n_faces": self.frames,
+            "n_masked": n_masked,
+            "n_improper": n_improper,
+            "masked_found": ratio(found_masked, n_masked),
+            "found_masked_admitted": ratio(masked[MaskLabel.MASK], found_masked),
+            "masked_found_and_admitted": ratio(masked[MaskLabel.MASK], n_masked),
+            "improper_refused": ratio(n_improper - admitted_improper, n_improper),
+            "improper_admitted": admitted_improper,
+            "improper_found": ratio(found_improper, n_improper),
+            "prompt_accuracy": ratio(prompt_right, refused_found),
+            "false_detections": self.false_detections,
+            "false_detections_per_frame": ratio(self.false_detections, self.frames),
+        }
+
+
+def evaluate_door(
+    path: Path,
+    data_dir: Path,
+    *,
+    min_face: int = DOOR_MIN_FACE,
+    split: str = "all",
+    limit: int | None = None,
+    classifier_path: Path = MODEL_PATH,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Each labelled face re-framed as the door camera sees one visitor (`doorframe`), then
+    one `Vision.analyze` on that frame: the detector and classifier the door runs, one pass.
+
+    Per frame means one frame and no voting: the tracker is replaced by a fresh one before
+    every frame, so the label of each face is the classifier's own on that frame. The
+    detection matching the re-framed labelled box at IoU >= 0.4 is scored; other labelled
+    faces in the frame may be found but are not scored, and a detection matching no
+    labelled face in the frame is a false detection.
+    """
+    faces = door_faces(path, split, min_face, limit)
+    total = DoorTally()
+    bands = {band: DoorTally() for band in size_bands(min_face)}
+    unreadable: set[str] = set()
+    ms: list[float] = []
+    photo, photo_path = None, None
+    vision = Vision(CameraSettings(), data_dir, classifier_path=classifier_path)
+    try:
+        for i, door in enumerate(faces):
+            if door.item.image != photo_path:
+                photo_path, photo = door.item.image, cv2.imread(str(door.item.image))
+            if photo is None:
+                unreadable.add(door.item.image.name)
+                continue
+            frame, window = door_frame(photo, door.face.box)
+            vision.tracker = Tracker()
+            analysis = vision.analyze(frame, at=float(i))
+            ms.append(analysis.ms)
+            called, false = _judge_door_frame(door, window, analysis.faces)
+            total.add(door.face.label, called, false)
+            for band, tally in bands.items():
+                if band[0] <= door.face.box[2] < band[1]:
+                    tally.add(door.face.label, called, false)
+            if progress:
+                progress(i + 1, len(faces))
+    finally:
+        vision.close()
+    report = {"kind": "door", **total.summary()}
+    report.update(
+        ms_per_frame_p50=percentile(ms, 50),
+        ms_per_frame_p99=percentile(ms, 99),
+        confusion=total.rows,
+        by_size={band_name(band): t.summary() for band, t in bands.items()},
+        framing={"frame": list(FRAME_SIZE), "face_share": FACE_SHARE, "face_height": FACE_HEIGHT},
+        unreadable=sorted(unreadable),
+        split=split,
+        min_face=min_face,
+        model=str(classifier_path),
+    )
+    return report
+
+
+def _judge_door_frame(
+    door: DoorFace, window: DoorWindow, found: list[FaceVerdict]
+) -> tuple[MaskLabel | None, int]:
+    """What the door called the target face (None: not found), and the false detections."""
+    shown = boxes_in_frame(window, [f.box for f in door.item.faces])
+    labelled = [frame_box(window, door.item.faces[i].box) for i in shown]
+    match = greedy_match(labelled, [f.box for f in found], iou, MATCH_IOU)
+    target = match.get(shown.index(door.index))
+    called = None if target is None else found[target].label
+    return called, len(found) - len(match)
+
+
+def percentile(values: list[float], q: float, places: int = 2) -> float | None:
+    return round(float(np.percentile(values, q)), places) if values else None
