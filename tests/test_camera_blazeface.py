@@ -35,7 +35,7 @@ def test_letterbox_and_decode_map_back_to_image_pixels() -> None:
     raw[0, :4] = [8, -4, 32, 40]  # centre offset from the anchor and size, in input pixels
     boxes, _ = decode(raw, np.array([[0.5, 0.5]], np.float32))
     x0, y0, x1, y1 = boxes[0] * INPUT_SIZE * scale - [px, py, px, py]
-    assert np.allclose([x0, y0, x1, y1], [280, 80, 440, 280])
+    assert np.allclose([x0, y0, x1, y1], [280, 120, 440, 320])
 
 
 def test_finds_the_face_google_finds_with_the_same_framing(models_dir: Path) -> None:

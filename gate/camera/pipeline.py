@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gate.camera.blazeface import BlazeFaceOnnx
+from gate.camera.blazeface import DOOR_THRESHOLD, BlazeFaceOnnx
 from gate.camera.classifier import LABELS, MODEL_PATH, MaskClassifier
 from gate.camera.detector import Detection, TiledSearch
 from gate.camera.models import facemesh_path
@@ -62,7 +62,7 @@ class Vision:
         *,
         classifier_path: Path = MODEL_PATH,
         detector: TiledSearch | None = None,
-        min_confidence: float = 0.5,
+        min_confidence: float = DOOR_THRESHOLD,
         tracker: Tracker | None = None,
     ) -> None:
         """`detector` defaults to the project's fine-tuned BlazeFace; a benchmark may pass
