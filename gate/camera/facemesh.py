@@ -19,8 +19,8 @@ import numpy as np
 from gate.errors import GateError
 
 INPUT_SIZE = 192
-# The last layer kept: 12 × 12 × 128 activations. The probe in the model card's fifth
-# round tried three cut points; this one gave the best head.
+# The last layer kept: 12 × 12 × 128 activations. The probe in the fifth round of
+# MODEL_HISTORY.md tried three cut points; this one gave the best head.
 CUT_AT = "p_re_lu_12"
 FEATURE_SHAPE = (128, 12, 12)
 
