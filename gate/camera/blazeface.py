@@ -74,7 +74,9 @@ def decode(regressors: np.ndarray, anchors: np.ndarray = ANCHORS) -> tuple[np.nd
 
 
 def scores_of(logits: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-np.clip(logits, -SCORE_CLIP, SCORE_CLIP)))
+    """Sigmoid of the clipped logits, as MediaPipe scores them (in float64: exp(100) is
+    beyond float32)."""
+    return 1 / (1 + np.exp(-np.clip(logits.astype(np.float64), -SCORE_CLIP, SCORE_CLIP)))
 
 
 def weighted_nms(

@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gate.camera.blazeface import ANCHORS, INPUT_SIZE, decode
+from gate.camera.blazeface import ANCHORS, INPUT_SIZE, decode, scores_of
 from gate.camera.data import SPLIT_SEED, in_test_split, read_voc, split_position
 from gate.camera.train import VAL_SEED, VAL_SHARE, _require_torch, detector_like_box
 from gate.camera.verdict import Box
@@ -301,8 +301,8 @@ def targets(
     takes the anchors nearest its centre. Anchors where the teacher is sure of a face nobody
     labelled are ignored rather than taught to stay silent.
     """
-    boxes, keypoints = decode(teacher_reg)
-    teacher_score = 1 / (1 + np.exp(-np.clip(teacher_logit, -100, 100)))
+    boxes, _ = decode(teacher_reg)
+    teacher_score = scores_of(teacher_logit)
     cls = np.zeros(len(ANCHORS), np.float32)
     reg = teacher_reg.copy()
     with_box = np.zeros(len(ANCHORS), bool)
@@ -327,7 +327,6 @@ def targets(
         near = overlap.max(axis=1)
         cls[(cls == 0) & (near >= NEGATIVE_IOU)] = -1
     cls[(cls == 0) & (teacher_score >= TEACHER_SURE)] = -1
-    del keypoints
     return cls, reg, with_box
 
 
@@ -338,7 +337,7 @@ def door_scores(
     with the chosen face at `threshold`), and its finds per frame that match no face."""
     import torch
 
-    from gate.camera.blazeface import scores_of, weighted_nms
+    from gate.camera.blazeface import weighted_nms
 
     found = {True: [0, 0], False: [0, 0]}
     spurious = 0
