@@ -20,8 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gate.camera.blazeface import MODEL_PATH as DETECTOR_PATH
-from gate.camera.blazeface import BlazeFaceOnnx
+from gate.camera.blazeface import DOOR_THRESHOLD, BlazeFaceOnnx
 from gate.camera.classifier import LABELS, MODEL_PATH, MaskClassifier, face_crop
 from gate.camera.data import VocFace, VocImage, is_voc, read_class_folders, read_voc, select_split
 from gate.camera.detector import TiledSearch, box_in_face_image, greedy_match, iou
@@ -162,7 +161,7 @@ def evaluate(
     split: str = "all",
     limit: int | None = None,
     classifier_path: Path = MODEL_PATH,
-    min_confidence: float = 0.4,
+    min_confidence: float = DOOR_THRESHOLD,
     progress: Callable[[int, int], None] | None = None,
     misses: Path | None = None,
 ) -> dict:
@@ -174,7 +173,7 @@ def evaluate(
         raise GateError(f"evaluation data not found: {path}")
     classifier = MaskClassifier(classifier_path, threads=1, facemesh_model=facemesh_path(data_dir))
     wrong = _Misses(misses, path)
-    with BlazeFaceOnnx(DETECTOR_PATH, min_confidence=min_confidence) as detector:
+    with BlazeFaceOnnx(min_confidence=min_confidence) as detector:
         if is_voc(path):
             report = _eval_voc(path, detector, classifier, min_face, split, limit, progress, wrong)
         else:
