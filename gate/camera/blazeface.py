@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from gate.camera.detector import Detection, TiledSearch
-from gate.errors import GateError
+from gate.camera.sessions import onnx_session
 
 MODEL_PATH = Path(__file__).with_name("face_detector.onnx")
 INPUT_SIZE = 128
@@ -116,33 +116,14 @@ class BlazeFaceOnnx(TiledSearch):
     def __init__(
         self, model_path: Path = MODEL_PATH, min_confidence: float = DOOR_THRESHOLD
     ) -> None:
-        import onnxruntime as ort
-
-        if not model_path.is_file():
-            raise GateError(f"face detector model not found: {model_path}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(
-                str(model_path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise GateError(f"cannot load face detector {model_path}: {exc}") from None
+        self._session = onnx_session(model_path, "face detector")
         self.min_confidence = min_confidence
-
-    def raw(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float, float]:
-        """The network's regressors (896, 16) and logits (896,) for an RGB image, with the
-        letterbox's scale and pads."""
-        x, scale, px, py = letterbox(rgb)
-        regressors, logits = self._session.run(None, {"image": x})
-        return regressors[0], logits[0, :, 0], scale, px, py
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """One pass over an RGB uint8 image."""
-        regressors, logits, scale, px, py = self.raw(rgb)
-        scores = scores_of(logits)
+        x, scale, px, py = letterbox(rgb)
+        regressors, logits = (out[0] for out in self._session.run(None, {"image": x}))
+        scores = scores_of(logits[:, 0])
         keep = scores >= self.min_confidence
         if not keep.any():
             return []

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from gate.camera import facemesh
+from gate.camera.sessions import onnx_session
 from gate.camera.verdict import Box, MaskLabel
 from gate.errors import GateError
 
@@ -176,20 +177,7 @@ class MaskClassifier:
         bias: tuple[float, float, float] | None = None,
         facemesh_model: Path | None = None,
     ) -> None:
-        import onnxruntime as ort
-
-        if not model_path.is_file():
-            raise GateError(f"mask classifier model not found: {model_path}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(
-                str(model_path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise GateError(f"cannot load mask classifier {model_path}: {exc}") from None
+        self._session = onnx_session(model_path, "mask classifier", threads)
         inputs = self._session.get_inputs()
         self._inputs = [i.name for i in inputs]
         meta = self._session.get_modelmeta().custom_metadata_map

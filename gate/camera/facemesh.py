@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gate.camera.sessions import onnx_session
 from gate.errors import GateError
 
 INPUT_SIZE = 192
@@ -212,15 +213,7 @@ class FaceMeshTrunk:
     """Runs the cut FaceMesh network on onnxruntime: crops in, features out."""
 
     def __init__(self, tflite_path: Path, threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            trunk_onnx(tflite_path), options, providers=["CPUExecutionProvider"]
-        )
+        self._session = onnx_session(trunk_onnx(tflite_path), "FaceMesh trunk", threads)
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         """float32 N×3×192×192 RGB in [-1, 1] → float32 N×128×12×12."""
