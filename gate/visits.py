@@ -10,7 +10,7 @@ outside the camera room because it drives the controller.
 A visit's decision is the controller's first: an unlock, or a refusal (an entry
 saved as denied, which shows the visitor a prompt and raises an alert). A refused
 visitor whom the gate lets in later in the same second is counted as both refused
-and, under `refused_then_admitted`, admitted; a non-compliant visitor let in at any
+and, under `masked_refused_then_admitted`, admitted; a non-compliant visitor let in at any
 moment counts as admitted.
 """
 
