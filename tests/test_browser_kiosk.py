@@ -175,7 +175,7 @@ FACE_STATE = """(() => ({
           ? document.getElementById("hint").dataset.hint : null}))()"""
 
 
-def until(page: playwright_api.Page, script: str, seconds: float = 10) -> Any:
+def until(page: playwright_api.Page, script: str, seconds: float = 30) -> Any:
     """Poll a script until it is truthy (wait_for_function would need 'unsafe-eval')."""
     deadline = time.monotonic() + seconds
     while not (value := page.evaluate(script)):
