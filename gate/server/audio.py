@@ -103,7 +103,10 @@ def speak(text: str) -> np.ndarray:
 
 
 def write_ogg(path: Path, samples: np.ndarray) -> None:
-    import soundfile
+    try:
+        import soundfile  # in the test extra: a gate at a door never makes sounds
+    except ImportError:
+        raise GateError("soundfile is not installed: pip install soundfile") from None
 
     soundfile.write(path, samples, RATE, format="OGG", subtype="VORBIS")
 
