@@ -31,5 +31,6 @@ models: install
 	$(BIN)/gate models fetch
 
 # Debian's chromium for the browser tests; Playwright never downloads a browser here.
+# espeak-ng: the kiosk's spoken prompts are regenerated in a test (`gate kiosk sounds`).
 chromium:
-	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null && command -v espeak-ng >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium espeak-ng >/dev/null; }

@@ -211,10 +211,12 @@ def _mount_room_commands() -> None:
     from gate.camera.cli import bench_vision, sim_check
     from gate.camera.cli import register as register_camera
     from gate.sanitizer.cli import station_app
+    from gate.server.audio import kiosk_app
     from gate.server.cli import user_app
 
     app.add_typer(station_app, name="station")
     app.add_typer(user_app, name="user")
+    app.add_typer(kiosk_app, name="kiosk")
     register_camera(app, visits=_evaluate_visits)
     bench_app.command("vision")(bench_vision)
     bench_app.command("simulated")(sim_check)

@@ -12,6 +12,7 @@ import difflib
 import tempfile
 import tomllib
 from collections.abc import Mapping
+from datetime import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -161,6 +162,42 @@ class ServerSettings(Section):
         return timezone
 
 
+class KioskSettings(Section):
+    """The visitor's screen: how loud it speaks, and when it keeps quiet."""
+
+    volume: int = Field(80, ge=0, le=100, description="Cues and spoken prompts, in percent.")
+    quiet_hours: tuple[time, time] | None = Field(
+        None,
+        description="From, until (local time, server.timezone), e.g. ['21:00', '06:30']: "
+        "the kiosk plays at quiet_volume in between.",
+    )
+    quiet_volume: int = Field(0, ge=0, le=100, description="Volume in quiet hours; 0 = silent.")
+    sounds_dir: Path | None = Field(
+        None,
+        description="The site's own recordings, one file per prompt (wear_mask.ogg, …, "
+        "also .wav or .mp3); a prompt without one keeps the shipped voice.",
+    )
+    dispenser_side: Literal["left", "right", "below"] = Field(
+        "right", description="Where the dispenser is, seen by a visitor facing the screen."
+    )
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours_differ(cls, hours: tuple[time, time] | None) -> tuple[time, time] | None:
+        if hours is not None and hours[0] == hours[1]:
+            raise ValueError("quiet_hours must start and end at different times")
+        return hours
+
+    def volume_at(self, now: time) -> float:
+        """The volume (0..1) at a local time of day; quiet hours may run past midnight."""
+        if self.quiet_hours is not None:
+            start, end = self.quiet_hours
+            inside = start <= now < end if start < end else now >= start or now < end
+            if inside:
+                return self.quiet_volume / 100
+        return self.volume / 100
+
+
 class Settings(BaseSettings):
     """Everything the gate can be told. Defaults run the embedded demo setup."""
 
@@ -184,6 +221,7 @@ class Settings(BaseSettings):
     snapshots: SnapshotSettings = SnapshotSettings()
     retention: RetentionSettings = RetentionSettings()
     server: ServerSettings = ServerSettings()
+    kiosk: KioskSettings = KioskSettings()
 
     @model_validator(mode="after")
     def _leave_outlasts_missed_frames(self) -> Settings:

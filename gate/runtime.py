@@ -272,6 +272,14 @@ class GateRuntime:
         says "no signal" rather than showing a frozen picture as live."""
         return self._latest_annotated if self._camera_healthy() else None
 
+    def sight(self) -> tuple[np.ndarray, FrameAnalysis] | None:
+        """The newest camera frame and what was seen in it, for the kiosk's mirror; none
+        while the camera is stalled, so the visitor is never shown an old picture."""
+        frame, analysis = self._last_frame, self._last_analysis
+        if frame is None or analysis is None or not self._camera_healthy():
+            return None
+        return frame, analysis
+
     # ------------------------------------------------------------------ loops
 
     async def _camera_loop(self) -> None:

@@ -29,6 +29,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from gate.assembly import panel_server
+from gate.camera.verdict import FrameAnalysis
 from gate.config import Settings, load_settings
 from gate.errors import GateError
 from gate.events import EventBus
@@ -52,6 +53,7 @@ class FakeRuntime:
         self.calls: list[tuple[str, str, Any, str]] = []
         self.watchers = 0
         self.frame: np.ndarray | None = np.zeros((48, 64, 3), dtype=np.uint8)
+        self.analysis: FrameAnalysis | None = None  # what the camera saw in `frame`
         self.refuse: GateError | None = None  # set to make overrides raise it
         self.state: dict[str, Any] = {
             "gate_id": settings.gate_id,
@@ -96,6 +98,11 @@ class FakeRuntime:
 
     def latest_frame(self) -> np.ndarray | None:
         return self.frame if self.watchers else None
+
+    def sight(self) -> tuple[np.ndarray, FrameAnalysis] | None:
+        if self.frame is None or self.analysis is None:
+            return None
+        return self.frame, self.analysis
 
     async def stopping(self) -> None:
         """Never: these tests stop the server, not a runtime."""

@@ -132,15 +132,16 @@ def test_the_kiosk_stream_carries_prompts_and_nothing_else(
                     live.call(runtime.bus.publish, "state", {"prompt": "enter", "x": 1})
                     live.call(runtime.bus.publish, "prompt", {"prompt": "idle"})
                     published = True
-                if line == 'data: {"prompt":"idle"}':
+                if line.startswith('data: {"prompt":"idle"'):
                     break
         return "\n".join(lines), [ln for ln in lines if ln.startswith("data: ")]
 
     text, data = asyncio.run(scenario())
+    # Each prompt with the volume to say it at (kiosk.volume, no quiet hours set).
     assert data == [
-        'data: {"prompt":"sanitize"}',
-        'data: {"prompt":"enter"}',
-        'data: {"prompt":"idle"}',
+        'data: {"prompt":"sanitize","volume":0.8}',
+        'data: {"prompt":"enter","volume":0.8}',
+        'data: {"prompt":"idle","volume":0.8}',
     ]
     assert "secret" not in text
 
@@ -183,7 +184,7 @@ def test_a_kiosk_that_reconnects_after_a_restart_is_sent_the_current_prompt(
             return data
 
     for headers in ({}, {"last-event-id": "999999"}):
-        assert asyncio.run(first_prompt(headers)) == {"prompt": "sanitize"}, headers
+        assert asyncio.run(first_prompt(headers)) == {"prompt": "sanitize", "volume": 0.8}, headers
 
 
 def test_a_browser_that_leaves_mid_stream_leaves_no_error_behind(

@@ -36,6 +36,8 @@ MATRIX: dict[tuple[str, str], set[Role] | str] = {
     ("GET", "/metrics"): "loopback",
     ("GET", "/kiosk"): "kiosk",
     ("GET", "/kiosk/events"): "kiosk",
+    ("GET", "/kiosk/frame"): "kiosk",
+    ("GET", "/kiosk/sounds/{name}"): "kiosk",
     ("GET", "/live"): SECURITY,
     ("GET", "/live/events"): SECURITY,
     ("GET", "/live/stream.mjpg"): SECURITY,
@@ -75,6 +77,7 @@ PARAMS = {
     "alert_id": "999",
     "entry_id": "00000000-0000-4000-8000-000000000000",
     "username": "nobody",
+    "name": "wear_mask",
 }
 
 

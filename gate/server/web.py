@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment
 from sqlalchemy import Engine
 
+from gate.camera.verdict import FrameAnalysis
 from gate.config import Settings
 from gate.events import EventBus
 from gate.server import i18n, texts
@@ -60,6 +61,7 @@ class Runtime(Protocol):
     async def reset_occupancy(self, actor: str, reason: str) -> None: ...
     def watch(self) -> contextlib.AbstractContextManager[Any]: ...
     def latest_frame(self) -> np.ndarray | None: ...
+    def sight(self) -> tuple[np.ndarray, FrameAnalysis] | None: ...
 
 
 @dataclass
