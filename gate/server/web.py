@@ -30,7 +30,7 @@ from gate.server import i18n, texts
 from gate.server.i18n import N_
 from gate.server.security import (
     COOKIE,
-    RateLimiter,
+    LoginThrottle,
     SessionCodec,
     SessionData,
     password_fingerprint,
@@ -70,7 +70,7 @@ class Panel:
     settings: Settings
     engine: Engine
     codec: SessionCodec
-    limiter: RateLimiter
+    throttle: LoginThrottle
     templates: Environment
     zone: ZoneInfo
     frames: FrameEncoder

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gate.server import queries, texts
 from gate.server.filters import known_parameters_only
+from gate.server.textinput import Text
 from gate.server.web import panel, render, require, translator
 from gate.store.models import Role
 
@@ -21,7 +22,7 @@ PAGE = 100
 @router.get("", dependencies=[Depends(known_parameters_only)])
 async def audit_page(
     request: Request,
-    action: Annotated[str, Query(max_length=64)] = "",
+    action: Annotated[Text(64), Query()] = "",
     before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
 ) -> Response:
     engine = panel(request).engine
