@@ -70,6 +70,9 @@ def panel_server(app: FastAPI, settings: ServerSettings) -> uvicorn.Server:
             host=settings.host,
             port=settings.port,
             log_level="warning",
+            # No logging set-up of uvicorn's own: its error log goes where the gate's
+            # goes (gate.log), not to stderr alone.
+            log_config=None,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             # Behind a trusted proxy the login rate limit and the audit see the visitor.
             proxy_headers=bool(settings.trusted_proxies),

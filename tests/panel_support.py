@@ -123,9 +123,12 @@ def make_runtime(tmp_path: Path, database_url: str | None = None, **server: Any)
     return FakeRuntime(settings, engine)
 
 
-def make_app(tmp_path: Path, **server: Any) -> tuple[FastAPI, FakeRuntime]:
-    """A panel over a fresh SQLite database in tmp_path, with one user per role."""
-    runtime = make_runtime(tmp_path, **server)
+def make_app(
+    tmp_path: Path, database_url: str | None = None, **server: Any
+) -> tuple[FastAPI, FakeRuntime]:
+    """A panel over a fresh database (SQLite in tmp_path unless ``database_url`` names
+    another), with one user per role."""
+    runtime = make_runtime(tmp_path, database_url, **server)
     add_users(runtime.engine)
     return create_app(runtime), runtime
 

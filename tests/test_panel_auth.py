@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx2
@@ -18,16 +17,16 @@ from gate.errors import GateError
 from gate.server.app import create_app
 from gate.server.security import (
     COOKIE,
-    RateLimiter,
+    LoginThrottle,
     SessionCodec,
     SessionData,
     load_secret_key,
     store_revocation,
     stored_revocations,
 )
-from gate.server.users import MAX_FAILURES, disable_user, set_password
+from gate.server.users import disable_user, set_password
 from gate.store.db import session
-from gate.store.models import AuditEvent, RevokedSession, User
+from gate.store.models import AuditEvent, RevokedSession
 from tests.panel_support import PASSWORD, LiveServer, client_for, csrf_of, login, make_app
 
 
@@ -149,37 +148,53 @@ def test_stored_revocations_last_until_the_cookie_would_expire(engine: Engine) -
         assert [row.sid for row in db.exec(select(RevokedSession))] == ["ended"]
 
 
-def test_wrong_password_is_audited_and_locks_after_five(tmp_path: Path) -> None:
+def test_wrong_passwords_are_audited_and_slow_down_only_that_address(tmp_path: Path) -> None:
     app, runtime = make_app(tmp_path)
-    client = client_for(app)
-    statuses = [try_login(client, "manager", "wrong password!") for _ in range(MAX_FAILURES)]
-    assert statuses == [401] * (MAX_FAILURES - 1) + [429]
-    assert try_login(client, "manager", PASSWORD) == 429  # locked even with the right one
-    assert audit_actions(runtime.engine).count(("manager", "login_failed")) == MAX_FAILURES + 1
-    with session(runtime.engine) as db:
-        user = db.exec(select(User).where(User.username == "manager")).one()
-        user.locked_until = datetime.now(UTC) - timedelta(seconds=1)  # five minutes later
-        db.add(user)
-        db.commit()
-    assert try_login(client, "manager", PASSWORD) == 303
+    guesser, owner = client_for(app, host="10.9.9.9"), client_for(app, host="10.0.0.7")
+    free = app.state.panel.throttle.free
+    statuses = [try_login(guesser, "manager", "wrong password!") for _ in range(free + 2)]
+    assert statuses == [401] * (free + 2)
+    assert try_login(guesser, "manager", PASSWORD) == 401  # waiting: not even checked
+    assert try_login(owner, "manager", PASSWORD) == 303  # the owner elsewhere is not locked out
+    reasons = [
+        a.reason
+        for a in audit_rows_of(runtime.engine)
+        if (a.actor, a.action) == ("manager", "login_failed")
+    ]
+    assert reasons == ["bad_credentials"] * free + ["throttled"] * 3
+
+
+def audit_rows_of(engine) -> list[AuditEvent]:  # type: ignore[no-untyped-def]
+    with session(engine) as db:
+        return list(db.exec(select(AuditEvent).order_by(AuditEvent.id)))
 
 
 def test_one_address_spraying_usernames_is_slowed_down(tmp_path: Path) -> None:
     app, _runtime = make_app(tmp_path)
     client = client_for(app, host="10.1.1.1")
-    limiter = app.state.panel.limiter
-    for _ in range(limiter.limit):
-        limiter.failed("10.1.1.1")
+    throttle = app.state.panel.throttle
+    for n in range(throttle.address_limit):
+        throttle.failed(f"user{n}", "10.1.1.1")
     assert try_login(client, "admin", PASSWORD) == 429
     assert try_login(client_for(app, host="10.1.1.2"), "admin", PASSWORD) == 303
 
 
-def test_rate_limiter_forgets_after_the_window() -> None:
-    limiter = RateLimiter(limit=2, window_seconds=10)
-    limiter.failed("a", now=0)
-    limiter.failed("a", now=1)
-    assert limiter.blocked("a", now=5)
-    assert not limiter.blocked("a", now=11.5)
+def test_login_throttle_waits_double_and_forget() -> None:
+    throttle = LoginThrottle(free=2, first_wait=10, max_wait=25, address_limit=3, window=10)
+    throttle.failed("a", "x", now=0)
+    assert not throttle.waiting("a", "x", now=0)
+    throttle.failed("a", "x", now=1)
+    assert throttle.waiting("a", "x", now=10.5) and not throttle.waiting("a", "x", now=11.5)
+    assert not throttle.waiting("a", "y", now=2) and not throttle.waiting("b", "x", now=2)
+    throttle.failed("a", "x", now=12)
+    assert throttle.waiting("a", "x", now=31.5) and not throttle.waiting("a", "x", now=32.5)
+    throttle.failed("a", "x", now=40)
+    assert throttle.waiting("a", "x", now=64.5) and not throttle.waiting("a", "x", now=65.5)
+    for moment in (50, 51, 52):
+        throttle.failed("c", "z", now=moment)
+    assert throttle.address_blocked("z", now=52.5) and not throttle.address_blocked("z", now=61)
+    throttle.succeeded("a", "x")
+    assert not throttle.waiting("a", "x", now=41)
 
 
 def test_disabling_or_new_password_ends_existing_sessions(tmp_path: Path) -> None:
@@ -251,9 +266,9 @@ def test_behind_a_trusted_proxy_the_rate_limit_and_audit_see_the_visitor(
     is not, and the audit names the visitor. With no proxy trusted, the forwarded
     address counts for nothing and the proxy's own address is used."""
     app, runtime = make_app(tmp_path, trusted_proxies=["127.0.0.1"] if trusted else [])
-    limiter = app.state.panel.limiter
-    for _ in range(limiter.limit):
-        limiter.failed("203.0.113.7")
+    throttle = app.state.panel.throttle
+    for n in range(throttle.address_limit):
+        throttle.failed(f"user{n}", "203.0.113.7")
     with LiveServer(app) as live:
 
         def status_for(visitor: str) -> int:

@@ -306,7 +306,7 @@ def test_the_api_overrides_and_validates_json(tmp_path: Path) -> None:
         ).status_code
         == 422
     )
-    assert guard.post("/api/overrides/unlock", json={"reason": "   \t  "}).status_code == 400
+    assert guard.post("/api/overrides/unlock", json={"reason": "      "}).status_code == 400
     assert runtime.calls == [("override_unlock", "security", None, "parcel")]
     assert guard.get("/api/state").json()["station"]["fluid_percent"] == 72
 

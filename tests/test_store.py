@@ -6,16 +6,13 @@ import itertools
 import json
 import multiprocessing
 import threading
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from alembic import command, op
-from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy import Engine, event, select, text
 
 from gate.config import Settings
 from gate.errors import GateError
@@ -23,6 +20,7 @@ from gate.store import records
 from gate.store.db import alembic_config, make_engine, session, table_names, upgrade
 from gate.store.models import AuditEvent, Entry, Outcome, StationLog
 from gate.store.retention import apply_retention
+from tests.conftest import fresh_database
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
@@ -363,24 +361,6 @@ def _upgrade_together(url: str) -> None:
         upgrade(engine)
     finally:
         engine.dispose()
-
-
-@contextmanager
-def fresh_database(backend: str, tmp_path: Path, postgres_url: str) -> Iterator[str]:
-    """The URL of an empty database: a new SQLite file, or a new PostgreSQL schema."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.db'}"
-        return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{postgres_url}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.mark.slow

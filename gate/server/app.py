@@ -8,6 +8,9 @@ endpoints of a door.
 
 from __future__ import annotations
 
+import logging
+import secrets
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -23,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gate.server.filters import BadInput
 from gate.server.i18n import N_
 from gate.server.routers import admin, api, audit, auth, entries, kiosk, live, stats, system
-from gate.server.security import RateLimiter, SessionCodec, load_secret_key, stored_revocations
+from gate.server.security import LoginThrottle, SessionCodec, load_secret_key, stored_revocations
 from gate.server.streams import FrameEncoder
 from gate.server.web import (
     Forbidden,
@@ -36,6 +39,7 @@ from gate.server.web import (
 )
 
 HERE = Path(__file__).parent
+log = logging.getLogger("gate.server")
 MAX_BODY_BYTES = 64 * 1024  # forms here are a reason and a few fields
 SECURITY_HEADERS = [
     (
@@ -50,10 +54,13 @@ SECURITY_HEADERS = [
 
 
 class GuardMiddleware:
-    """Adds security headers and refuses request bodies over MAX_BODY_BYTES with 413.
+    """Adds security headers, refuses request bodies over MAX_BODY_BYTES with 413, and
+    answers every unexpected exception itself.
 
     A plain ASGI middleware (not BaseHTTPMiddleware) so SSE and MJPEG streams
-    pass through untouched.
+    pass through untouched. Starlette's own last-resort handler sits outside every
+    middleware, so its 500 would carry none of the headers, and uvicorn would print
+    the traceback to stderr rather than to gate.log: a bug ends here instead.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -92,10 +99,37 @@ class GuardMiddleware:
         except _BodyTooLarge:
             if not started:
                 await _too_large(send)
+        except Exception as exc:
+            request_id = secrets.token_hex(8)
+            log.error(
+                "request %s: %s %r failed",
+                request_id,
+                scope.get("method"),
+                scope.get("path"),  # repr: a %0A in the path must not forge a log line
+                exc_info=exc,
+            )
+            if not started:  # a stream that broke half-way just ends; the log says why
+                await _internal_error(send, request_id)
 
 
 class _BodyTooLarge(Exception):
     pass
+
+
+async def _internal_error(send: Send, request_id: str) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"x-request-id", request_id.encode()),
+                *SECURITY_HEADERS,
+            ],
+        }
+    )
+    body = f"internal error, request id {request_id}: the gate's log (gate.log) has the details\n"
+    await send({"type": "http.response.body", "body": body.encode()})
 
 
 async def _too_large(send: Send) -> None:
@@ -136,6 +170,32 @@ def _error(request: Request, status: int, message: str | BadInput) -> Response:
     return render(request, "error.html", {"status": status, "message": text}, status)
 
 
+def _problems(exc: RequestValidationError, translate: Callable[[str], str]) -> str:
+    """One line naming each refused field; the panel's own messages (unsafe text) in the
+    reader's language, pydantic's in English."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {translate(e['msg'])}"
+        for e in exc.errors()
+    )[:1000]
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, object]]:
+    """Each refused field as location, message and type; the refused value itself is not
+    echoed (it may be 20,000 characters, or a lone surrogate that has no UTF-8)."""
+    return [
+        {
+            "loc": [p if isinstance(p, int) else _printable(str(p)) for p in e["loc"]],
+            "msg": _printable(e["msg"]),
+            "type": e["type"],
+        }
+        for e in exc.errors()
+    ]
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "replace").decode("utf-8")[:200]
+
+
 def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotAuthenticated)
     async def not_authenticated(request: Request, _exc: NotAuthenticated) -> Response:
@@ -154,11 +214,9 @@ def _install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}"
-            for e in exc.errors()
-        )
-        return _error(request, 422, problems[:1000])
+        if _wants_json(request):  # the shape the schema declares (HTTPValidationError)
+            return JSONResponse({"detail": _validation_errors(exc)}, status_code=422)
+        return _error(request, 422, _problems(exc, translator(request)))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -194,7 +252,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         settings=settings,
         engine=runtime.engine,
         codec=codec,
-        limiter=RateLimiter(),
+        throttle=LoginThrottle(),
         templates=templates(),
         zone=zone,
         frames=FrameEncoder(),

@@ -124,7 +124,15 @@ def parse_entry_filter(query: EntryQuery, zone: ZoneInfo, gates: list[str]) -> E
     return EntryFilter(start, end, outcome, query.gate or None)
 
 
-def parse_cursor(text: str | None, field: str) -> Cursor | None:
+def parse_page_position(before: str, after: str) -> tuple[Cursor | None, Cursor | None]:
+    """The page asked for: older than ``before`` or newer than ``after``, never both
+    (one of them would be dropped in silence)."""
+    if before and after:
+        raise BadInput("after", N_("give before or after, not both"))
+    return _cursor(before, "before"), _cursor(after, "after")
+
+
+def _cursor(text: str, field: str) -> Cursor | None:
     if not text:
         return None
     try:

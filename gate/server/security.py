@@ -1,4 +1,4 @@
-"""Sessions in signed cookies, CSRF tokens and the login rate limit.
+"""Sessions in signed cookies, CSRF tokens and the login throttle.
 
 The session lives in the cookie itself (signed with itsdangerous, time-limited
 by ``server.session_hours``), so the gate keeps no table of live sessions. What a cookie
@@ -93,7 +93,16 @@ class SessionData:
         )
 
     def csrf_matches(self, token: str | None) -> bool:
-        return bool(token) and hmac.compare_digest(self.csrf, token or "")
+        return bool(token) and tokens_match(self.csrf, token or "")
+
+
+def tokens_match(expected: str, given: str) -> bool:
+    """Constant-time comparison of two tokens as UTF-8 bytes. ``compare_digest`` refuses
+    ``str`` values that are not ASCII, and a header or form field can hold anything (a
+    lone surrogate included, hence surrogatepass)."""
+    return hmac.compare_digest(
+        expected.encode("utf-8", "surrogatepass"), given.encode("utf-8", "surrogatepass")
+    )
 
 
 class SessionCodec:
@@ -165,31 +174,67 @@ def stored_revocations(engine: Engine) -> dict[str, float]:
         return {row.sid: as_utc(row.expires_at).timestamp() for row in rows}
 
 
-class RateLimiter:
-    """Failed logins per client address in a sliding window.
+class LoginThrottle:
+    """Failed logins, counted two ways, in memory (a restart forgets them).
 
-    The per-account lockout (in the users table) stops guessing one password;
-    this stops one address from spraying many usernames.
+    Per account and address: after ``free`` failures the pair waits, one minute at
+    first, doubling with each further failure up to ``max_wait``, and every attempt
+    meanwhile is refused without its password being looked at. Someone guessing at an
+    account slows down only themselves: its owner, at another address, logs in as usual.
+
+    Per address: at most ``address_limit`` failures in ``window`` seconds over all
+    accounts, so one address cannot spray many usernames.
     """
 
-    def __init__(self, limit: int = 20, window_seconds: float = 300.0) -> None:
-        self.limit = limit
-        self.window = window_seconds
-        self._failures: dict[str, deque[float]] = {}
+    def __init__(
+        self,
+        free: int = 5,
+        first_wait: float = 60.0,
+        max_wait: float = 900.0,
+        address_limit: int = 20,
+        window: float = 300.0,
+    ) -> None:
+        self.free, self.first_wait, self.max_wait = free, first_wait, max_wait
+        self.address_limit, self.window = address_limit, window
+        self._pairs: dict[tuple[str, str], tuple[int, float]] = {}  # -> (failures, last)
+        self._addresses: dict[str, deque[float]] = {}
 
-    def blocked(self, key: str, now: float | None = None) -> bool:
+    def address_blocked(self, address: str, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
-        failures = self._failures.get(key)
+        failures = self._addresses.get(address)
         if not failures:
             return False
         while failures and failures[0] <= now - self.window:
             failures.popleft()
         if not failures:
-            del self._failures[key]
-        return len(failures) >= self.limit
+            del self._addresses[address]
+        return len(failures) >= self.address_limit
 
-    def failed(self, key: str, now: float | None = None) -> None:
+    def waiting(self, account: str, address: str, now: float | None = None) -> bool:
+        """True while this account must wait before its next attempt from this address."""
         now = time.monotonic() if now is None else now
-        if len(self._failures) > 10_000:  # bounded memory under a distributed attack
-            self._failures.clear()
-        self._failures.setdefault(key, deque()).append(now)
+        failures, last = self._pairs.get((account, address), (0, 0.0))
+        return failures >= self.free and now < last + self.wait(failures)
+
+    def wait(self, failures: int) -> float:
+        """How long a pair with ``failures`` failures waits after the last one."""
+        if failures < self.free:
+            return 0.0
+        return min(self.first_wait * 2 ** min(failures - self.free, 32), self.max_wait)
+
+    def failed(
+        self, account: str, address: str, now: float | None = None, counts: bool = True
+    ) -> None:
+        """Count a failure; ``counts`` False (a throttled attempt) counts for the address
+        only, so the pair's wait does not grow while nobody's password was tried."""
+        now = time.monotonic() if now is None else now
+        if len(self._addresses) > 10_000 or len(self._pairs) > 10_000:  # bounded memory
+            self._addresses.clear()
+            self._pairs.clear()
+        self._addresses.setdefault(address, deque()).append(now)
+        if counts:
+            failures, _last = self._pairs.get((account, address), (0, 0.0))
+            self._pairs[(account, address)] = (failures + 1, now)
+
+    def succeeded(self, account: str, address: str) -> None:
+        self._pairs.pop((account, address), None)

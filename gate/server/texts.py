@@ -155,6 +155,10 @@ DETAIL_TABLES: dict[str, dict[str, str]] = {
 LOGIN_REFUSALS: dict[str, str] = {
     "bad_credentials": N_("Wrong username or password."),
     "locked": N_("Too many failed attempts. This account is locked for a few minutes."),
+    "throttled": N_(
+        "Refused without checking the password: too many failed attempts for this account "
+        "from this address."
+    ),
     "disabled": N_("This account is disabled."),
 }
 

@@ -12,7 +12,6 @@ import secrets
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from pwdlib import PasswordHash
@@ -21,6 +20,7 @@ from sqlmodel import select
 
 from gate.errors import GateError
 from gate.server.i18n import N_, fill
+from gate.server.textinput import identity
 from gate.store.db import session
 from gate.store.models import AuditEvent, Role, User
 from gate.store.records import audit_detail, record_audit
@@ -30,8 +30,6 @@ USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}$")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 256  # argon2 would hash a megabyte happily; nobody types one
-MAX_FAILURES = 5
-LOCKOUT = timedelta(minutes=5)
 # Unambiguous characters only: the demo password is read off a terminal and typed.
 _ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
@@ -57,7 +55,7 @@ class AccountError(GateError):
 
 class LoginFailure(StrEnum):
     BAD_CREDENTIALS = "bad_credentials"
-    LOCKED = "locked"
+    THROTTLED = "throttled"  # too many failures for this account from this address
     DISABLED = "disabled"
 
 
@@ -65,7 +63,6 @@ class LoginFailure(StrEnum):
 class LoginResult:
     user: User | None
     failure: LoginFailure | None = None
-    locked_until: datetime | None = None
 
 
 def generate_password(length: int = 16) -> str:
@@ -74,7 +71,7 @@ def generate_password(length: int = 16) -> str:
 
 
 def normalise_username(username: str) -> str:
-    name = username.strip().lower()
+    name = identity(username)
     if not USERNAME_RE.fullmatch(name):
         raise AccountError(
             N_("username must be 2-64 characters: lowercase letters, digits, '.', '_' or '-'")
@@ -137,21 +134,19 @@ def create_user(
 
 
 def _get(db, username: str) -> User:  # type: ignore[no-untyped-def]
-    user = db.exec(select(User).where(User.username == username.strip().lower())).first()
+    user = db.exec(select(User).where(User.username == identity(username))).first()
     if user is None:
         raise AccountError(NO_SUCH_USER, name=username)
     return user
 
 
 def set_password(engine: Engine, username: str, password: str, actor: str = "cli") -> None:
-    """Replace the password; also clears a lockout (the usual reason to call this)."""
+    """Replace the password; every session made with the old one ends."""
     password = canonical_password(password)
     _check_password(password)
     with session(engine) as db:
         user = _get(db, username)
         user.password_hash = _hasher.hash(password)
-        user.failed_logins = 0
-        user.locked_until = None
         db.add(user)
         db.add(
             AuditEvent(actor=actor, action="user_password", detail=audit_detail(user=user.username))
@@ -202,50 +197,32 @@ def get_user(engine: Engine, user_id: int) -> User | None:
 
 
 def verify_login(
-    engine: Engine, username: str, password: str, now: datetime | None = None
+    engine: Engine, username: str, password: str, throttled: bool = False
 ) -> LoginResult:
-    """Check a login attempt, counting failures and locking the account after MAX_FAILURES.
+    """Check a login attempt. ``throttled`` (this account has failed too often from this
+    address, see security.LoginThrottle) refuses it without looking at the password.
 
-    A locked account is refused even with the right password until the lock
-    expires, so guessing cannot continue in the background.
+    Every refusal costs one password hash and one lookup, so a wrong password, an
+    unknown user and a throttled attempt take about the same time, and the caller
+    answers all three alike: neither tells that an account exists.
     """
-    now = now or datetime.now(UTC)
-    name = username.strip().lower()[:64]
+    name = identity(username)[:64]
     with session(engine) as db:
         user = db.exec(select(User).where(User.username == name)).first()
-        if user is None or len(password) > MAX_PASSWORD:
+        if user is None or throttled or len(password) > MAX_PASSWORD:
             _hasher.verify(password[:MAX_PASSWORD], _DUMMY_HASH)
-            return LoginResult(None, LoginFailure.BAD_CREDENTIALS)
-        locked_until = _aware(user.locked_until)
-        if locked_until is not None and locked_until > now:
-            return LoginResult(None, LoginFailure.LOCKED, locked_until)
+            failure = LoginFailure.THROTTLED if throttled else LoginFailure.BAD_CREDENTIALS
+            return LoginResult(None, failure)
         valid, new_hash = _hasher.verify_and_update(
             canonical_password(password), user.password_hash
         )
         if not valid:
-            user.failed_logins += 1
-            if user.failed_logins >= MAX_FAILURES:
-                user.locked_until = now + LOCKOUT
-                user.failed_logins = 0
-            db.add(user)
-            db.commit()
-            if user.locked_until is not None and _aware(user.locked_until) > now:
-                return LoginResult(None, LoginFailure.LOCKED, _aware(user.locked_until))
             return LoginResult(None, LoginFailure.BAD_CREDENTIALS)
         if user.disabled:
             return LoginResult(None, LoginFailure.DISABLED)
-        user.failed_logins = 0
-        user.locked_until = None
         if new_hash is not None:
             user.password_hash = new_hash
-        db.add(user)
-        db.commit()
-        db.refresh(user)
+            db.add(user)
+            db.commit()
+            db.refresh(user)
         return LoginResult(user)
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; the store writes UTC, so say so."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)

@@ -10,17 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Path, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from gate.server import users
+from gate.server.textinput import Secret, Text, identity
 from gate.server.web import CurrentUser, panel, redirect, render, require, translator
 from gate.store.models import Role
 
 admin_only = require(Role.ADMIN)
 router = APIRouter(prefix="/admin", dependencies=[Depends(admin_only)])
 Admin = Annotated[CurrentUser, Depends(admin_only)]
+Username = Annotated[Text(64), Path()]
+RoleName = Annotated[Text(16), Form()]
 
 
 async def _users_page(request: Request, status_code: int = 200, **extra: Any) -> Response:
@@ -49,9 +52,9 @@ async def users_page(request: Request) -> Response:
 async def create_user(
     request: Request,
     admin: Admin,
-    username: Annotated[str, Form(max_length=64)],
-    role: Annotated[str, Form(max_length=16)],
-    password: Annotated[str, Form(max_length=256)] = "",
+    username: Annotated[Text(64), Form()],
+    role: RoleName,
+    password: Annotated[Secret(256), Form()] = "",
 ) -> Response:
     """Create an account; with no password given, generate one and show it this once."""
     chosen = password or users.generate_password()
@@ -67,7 +70,7 @@ async def create_user(
 
 
 @router.post("/users/{username}/password")
-async def reset_password(request: Request, username: str, admin: Admin) -> Response:
+async def reset_password(request: Request, username: Username, admin: Admin) -> Response:
     """Replace a forgotten password with a generated one, shown once; ends old sessions."""
     fresh = users.generate_password()
     try:
@@ -80,23 +83,23 @@ async def reset_password(request: Request, username: str, admin: Admin) -> Respo
 
 
 @router.post("/users/{username}/disable")
-async def disable(request: Request, username: str, admin: Admin) -> Response:
-    if username == admin.username:
+async def disable(request: Request, username: Username, admin: Admin) -> Response:
+    if identity(username) == identity(admin.username):
         _ = translator(request)
         return await _users_page(request, 409, error=_("You cannot disable your own account."))
     return await _change(request, users.disable_user, username, admin.username)
 
 
 @router.post("/users/{username}/enable")
-async def enable(request: Request, username: str, admin: Admin) -> Response:
+async def enable(request: Request, username: Username, admin: Admin) -> Response:
     return await _change(request, users.enable_user, username, admin.username)
 
 
 @router.post("/users/{username}/role")
 async def change_role(
-    request: Request, username: str, role: Annotated[str, Form(max_length=16)], admin: Admin
+    request: Request, username: Username, role: RoleName, admin: Admin
 ) -> Response:
-    if username == admin.username:  # nor could the last admin then undo it
+    if identity(username) == identity(admin.username):  # nor could the last admin then undo it
         _ = translator(request)
         return await _users_page(request, 409, error=_("You cannot change your own role."))
     return await _change(request, users.set_role, username, role, admin.username)

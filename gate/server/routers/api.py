@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, StrictBool
 from starlette.concurrency import run_in_threadpool
 
 from gate.errors import GateError
@@ -25,13 +25,14 @@ from gate.server import queries
 from gate.server.filters import (
     BadInput,
     known_parameters_only,
-    parse_cursor,
     parse_entry_filter,
+    parse_page_position,
 )
 from gate.server.i18n import N_
 from gate.server.routers.entries import Filters, snapshot_file
 from gate.server.routers.live import clean_reason
-from gate.server.routers.stats import figures
+from gate.server.routers.stats import Day, Gate, figures
+from gate.server.textinput import Text
 from gate.server.users import list_users
 from gate.server.web import (
     CurrentUser,
@@ -44,7 +45,36 @@ from gate.server.web import (
 )
 from gate.store.models import Role, as_utc
 
-router = APIRouter(prefix="/api", tags=["api"])
+
+class Problem(BaseModel):
+    """Every refusal but a 422's: one sentence, in English."""
+
+    detail: str
+
+
+PROBLEMS: dict[int, dict[str, Any]] = {
+    400: {"model": Problem, "description": "A value the caller can fix; the detail names it."},
+    401: {"model": Problem, "description": "Not logged in."},
+    403: {
+        "model": Problem,
+        "description": "The role may not do this, or the X-CSRF-Token header is missing or wrong.",
+    },
+    404: {"model": Problem, "description": "No such open alert at this gate."},
+    409: {"model": Problem, "description": "The gate refused the order (station offline, …)."},
+    413: {
+        "description": "Request body over 64 KiB.",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
+}
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The refusals a route can answer besides the login and role checks every one has,
+    for the schema (422 FastAPI adds itself to each route that takes input)."""
+    return {status: PROBLEMS[status] for status in statuses}
+
+
+router = APIRouter(prefix="/api", tags=["api"], responses=problems(401, 403))
 logged_in = any_user()
 security_only = require(Role.SECURITY)
 manager_only = require(Role.MANAGER)
@@ -59,11 +89,11 @@ class Me(BaseModel):
 
 
 class OverrideIn(BaseModel):
-    reason: str = Field(min_length=3, max_length=500)
+    reason: Annotated[Text(500), Field(min_length=3)]
 
 
 class SwitchIn(OverrideIn):
-    on: bool
+    on: StrictBool = Field(description="JSON true or false; nothing else reads as a switch.")
 
 
 class EntryOut(BaseModel):
@@ -158,7 +188,7 @@ async def alerts(request: Request, response: Response) -> list[AlertOut]:
     return [_out(AlertOut, a, p.zone) for a in alerts.shown]
 
 
-@router.post("/alerts/{alert_id}/ack", status_code=204)
+@router.post("/alerts/{alert_id}/ack", status_code=204, responses=problems(404, 413))
 async def ack(request: Request, alert_id: RowId, user: Guard) -> Response:
     p = panel(request)
     if (
@@ -192,19 +222,19 @@ def _reason(body: OverrideIn) -> str:
         raise BadInput("reason", N_("at least 3 characters")) from None
 
 
-@router.post("/overrides/unlock")
+@router.post("/overrides/unlock", responses=problems(400, 409, 413))
 async def unlock(request: Request, body: OverrideIn, user: Guard) -> dict[str, Any]:
     runtime = panel(request).runtime
     return await _run(request, runtime.override_unlock(user.username, _reason(body)))
 
 
-@router.post("/overrides/lockdown")
+@router.post("/overrides/lockdown", responses=problems(400, 409, 413))
 async def lockdown(request: Request, body: SwitchIn, user: Guard) -> dict[str, Any]:
     runtime = panel(request).runtime
     return await _run(request, runtime.set_lockdown(user.username, body.on, _reason(body)))
 
 
-@router.post("/overrides/emergency")
+@router.post("/overrides/emergency", responses=problems(400, 409, 413))
 async def emergency(request: Request, body: SwitchIn, user: Guard) -> dict[str, Any]:
     runtime = panel(request).runtime
     return await _run(request, runtime.set_emergency(user.username, body.on, _reason(body)))
@@ -217,23 +247,23 @@ async def emergency(request: Request, body: SwitchIn, user: Guard) -> dict[str, 
     "/entries",
     response_model=EntryPageOut,
     dependencies=[Depends(manager_only), Depends(known_parameters_only)],
+    responses=problems(400),
 )
 async def entries(
     request: Request,
     query: Filters,
-    before: Annotated[str, Query(max_length=64)] = "",
-    after: Annotated[str, Query(max_length=64)] = "",
+    before: Annotated[Text(64), Query(description="Older than this page position.")] = "",
+    after: Annotated[
+        Text(64), Query(description="Newer than this page position; not with before.")
+    ] = "",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> EntryPageOut:
     p = panel(request)
     gates = await run_in_threadpool(queries.gate_ids, p.engine)
+    flt = parse_entry_filter(query, p.zone, gates)
+    older_than, newer_than = parse_page_position(before, after)
     page = await run_in_threadpool(
-        queries.list_entries,
-        p.engine,
-        parse_entry_filter(query, p.zone, gates),
-        limit,
-        parse_cursor(before, "before"),
-        parse_cursor(after, "after"),
+        queries.list_entries, p.engine, flt, limit, older_than, newer_than
     )
     data_dir = p.settings.data_dir
     served = await run_in_threadpool(
@@ -249,12 +279,16 @@ async def entries(
     )
 
 
-@router.get("/stats", dependencies=[Depends(manager_only), Depends(known_parameters_only)])
+@router.get(
+    "/stats",
+    dependencies=[Depends(manager_only), Depends(known_parameters_only)],
+    responses=problems(400),
+)
 async def stats(
     request: Request,
-    day: Annotated[str, Query(max_length=10)] = "",
+    day: Day = "",
     days: Annotated[int, Query()] = 7,
-    gate: Annotated[str, Query(max_length=64)] = "",
+    gate: Gate = "",
 ) -> dict[str, Any]:
     """The statistics page's figures; hours and days are local to server.timezone."""
     result, _gates = await figures(request, day, days, gate)

@@ -11,7 +11,8 @@ from starlette.concurrency import run_in_threadpool
 
 from gate.server import queries, texts
 from gate.server.filters import known_parameters_only
-from gate.server.web import panel, render, require, translator
+from gate.server.textinput import Text
+from gate.server.web import MAX_ROW_ID, panel, render, require, translator
 from gate.store.models import Role
 
 router = APIRouter(prefix="/audit", dependencies=[Depends(require(Role.MANAGER))])
@@ -21,8 +22,8 @@ PAGE = 100
 @router.get("", dependencies=[Depends(known_parameters_only)])
 async def audit_page(
     request: Request,
-    action: Annotated[str, Query(max_length=64)] = "",
-    before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+    action: Annotated[Text(64), Query()] = "",
+    before: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)] = None,
 ) -> Response:
     engine = panel(request).engine
     rows = await run_in_threadpool(queries.list_audit, engine, before, action or None, PAGE + 1)

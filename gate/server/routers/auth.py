@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from gate import metrics
 from gate.server import i18n
 from gate.server.security import SessionData, store_revocation
+from gate.server.textinput import Secret, Text, identity
 from gate.server.users import LoginFailure, audit, verify_login
 from gate.server.web import (
     NAV,
@@ -36,9 +37,9 @@ from gate.store.records import audit_detail
 
 router = APIRouter()
 
-Username = Annotated[str, Form(max_length=200)]
-Password = Annotated[str, Form(max_length=1024)]
-NextPath = Annotated[str, Form(max_length=2000)]
+Username = Annotated[Text(200), Form()]
+Password = Annotated[Secret(1024), Form()]
+NextPath = Annotated[Text(2000), Form()]
 
 
 @router.get("/")
@@ -54,11 +55,11 @@ async def home(request: Request) -> Response:
 
 
 @router.get("/login")
-async def login_page(request: Request, next: str = "/") -> Response:
+async def login_page(request: Request, next: Annotated[Text(2000), Query()] = "/") -> Response:
     ensure_session(request)
     if login_cannot_hold(request):
         return render(request, "login.html", {"next": "/", "error": "needs_https"}, 400)
-    return render(request, "login.html", {"next": safe_next(next[:2000]), "error": ""})
+    return render(request, "login.html", {"next": safe_next(next), "error": ""})
 
 
 @router.post("/login")
@@ -71,24 +72,29 @@ async def login(
     p = panel(request)
     client = request.client.host if request.client else "?"
     target = safe_next(next)
-    if p.limiter.blocked(client):
+    account = identity(username)[:64]
+    if p.throttle.address_blocked(client):
         metrics.LOGIN_FAILURES.inc()
         return render(request, "login.html", {"next": target, "error": "rate_limited"}, 429)
-    result = await run_in_threadpool(verify_login, p.engine, username, password)
+    throttled = p.throttle.waiting(account, client)
+    result = await run_in_threadpool(verify_login, p.engine, username, password, throttled)
     if result.user is None or result.user.id is None:
-        p.limiter.failed(client)
+        p.throttle.failed(account, client, counts=not throttled)
         metrics.LOGIN_FAILURES.inc()
         reason = result.failure or LoginFailure.BAD_CREDENTIALS
         await run_in_threadpool(
             audit,
             p.engine,
-            username.strip().lower()[:64] or "?",
+            account or "?",
             "login_failed",
             reason.value,
             audit_detail(address=client),
         )
-        status = 429 if reason is LoginFailure.LOCKED else 401
-        return render(request, "login.html", {"next": target, "error": reason.value}, status)
+        # A throttled attempt reads as a wrong password: the answer tells no one
+        # whether the account exists or is being guessed at.
+        shown = LoginFailure.BAD_CREDENTIALS if reason is LoginFailure.THROTTLED else reason
+        return render(request, "login.html", {"next": target, "error": shown.value}, 401)
+    p.throttle.succeeded(account, client)
     replace_session(request, SessionData.for_user(result.user.id, result.user.password_hash))
     await run_in_threadpool(
         audit, p.engine, result.user.username, "login", "", audit_detail(address=client)
@@ -112,7 +118,7 @@ async def logout(request: Request) -> Response:
 
 @router.post("/lang")
 async def set_language(
-    request: Request, lang: Annotated[str, Form(max_length=8)], next: NextPath = "/"
+    request: Request, lang: Annotated[Text(8), Form()], next: NextPath = "/"
 ) -> Response:
     """Remember the language for a year; it is a preference, not a secret."""
     await check_csrf(request)

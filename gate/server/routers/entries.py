@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import Path as UrlPart
 from fastapi.responses import FileResponse, Response
 from sqlalchemy import Row
 from starlette.concurrency import run_in_threadpool
@@ -22,16 +23,18 @@ from gate.server.csvexport import csv_download
 from gate.server.filters import (
     EntryQuery,
     known_parameters_only,
-    parse_cursor,
     parse_entry_filter,
+    parse_page_position,
 )
 from gate.server.i18n import N_
+from gate.server.textinput import Text
 from gate.server.web import panel, render, require, translator
 from gate.store.models import Outcome, Role
 
 router = APIRouter(prefix="/entries", dependencies=[Depends(require(Role.MANAGER))])
 
-Text = Annotated[str, Query(max_length=64)]
+QueryText = Annotated[Text(64), Query()]
+EntryId = Annotated[Text(64), UrlPart()]
 PAGE_SIZES = (25, 50, 100, 200)
 SNAPSHOT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 EXPORT_HEADER = (
@@ -55,10 +58,10 @@ EXPORT_HEADER = (
 
 
 def entry_query(
-    start: Annotated[str, Query(alias="from", max_length=32)] = "",
-    end: Annotated[str, Query(alias="to", max_length=32)] = "",
-    outcome: Text = "",
-    gate: Text = "",
+    start: Annotated[Text(32), Query(alias="from")] = "",
+    end: Annotated[Text(32), Query(alias="to")] = "",
+    outcome: QueryText = "",
+    gate: QueryText = "",
 ) -> EntryQuery:
     """The filter fields shared by the page, the export and the API."""
     return EntryQuery(start, end, outcome, gate)
@@ -71,20 +74,16 @@ Filters = Annotated[EntryQuery, Depends(entry_query)]
 async def entries_page(
     request: Request,
     query: Filters,
-    before: Text = "",
-    after: Text = "",
+    before: QueryText = "",
+    after: QueryText = "",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Response:
     p = panel(request)
     gates = await run_in_threadpool(queries.gate_ids, p.engine)
     flt = parse_entry_filter(query, p.zone, gates)
+    older_than, newer_than = parse_page_position(before, after)
     page = await run_in_threadpool(
-        queries.list_entries,
-        p.engine,
-        flt,
-        limit,
-        parse_cursor(before, "before"),
-        parse_cursor(after, "after"),
+        queries.list_entries, p.engine, flt, limit, older_than, newer_than
     )
     params = {**query.params(), "limit": str(limit)}
     return render(
@@ -129,7 +128,7 @@ async def export_csv(request: Request, query: Filters) -> Response:
 
 
 @router.get("/{entry_id}")
-async def entry_detail(request: Request, entry_id: str) -> Response:
+async def entry_detail(request: Request, entry_id: EntryId) -> Response:
     p = panel(request)
     entry = await run_in_threadpool(queries.get_entry, p.engine, entry_id)
     if entry is None:
@@ -145,7 +144,7 @@ async def entry_detail(request: Request, entry_id: str) -> Response:
 
 
 @router.get("/{entry_id}/snapshot")
-async def entry_snapshot(request: Request, entry_id: str) -> Response:
+async def entry_snapshot(request: Request, entry_id: EntryId) -> Response:
     p = panel(request)
     entry = await run_in_threadpool(queries.get_entry, p.engine, entry_id)
     path = snapshot_file(p.settings.data_dir, entry.snapshot_path if entry else None)

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Form, Header, Request
+from fastapi import APIRouter, Depends, Form, Header, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
@@ -21,6 +21,7 @@ from gate.errors import GateError
 from gate.events import Event
 from gate.server import queries, streams, texts
 from gate.server.i18n import N_
+from gate.server.textinput import Text
 from gate.server.web import (
     CurrentUser,
     RowId,
@@ -38,7 +39,7 @@ SESSION_CHECK_SECONDS = 5.0  # how soon an open stream notices its guard was log
 security_only = require(*GUARD_ROLES)
 router = APIRouter(prefix="/live", dependencies=[Depends(security_only)])
 Guard = Annotated[CurrentUser, Depends(security_only)]
-Reason = Annotated[str, Form(max_length=500)]
+Reason = Annotated[Text(500), Form()]
 Switch = Annotated[Literal["on", "off"], Form()]
 
 FEED_KINDS = frozenset({"state", "entry", "alert", "alert_ack", "station", "override", "prompt"})
@@ -96,7 +97,11 @@ def replay_point(events: list[Event]) -> int:
 
 
 @router.get("")
-async def live_page(request: Request, done: str = "", error: str = "") -> Response:
+async def live_page(
+    request: Request,
+    done: Annotated[Text(32), Query()] = "",
+    error: Annotated[Text(32), Query()] = "",
+) -> Response:
     _ = translator(request)
     return await _page(
         request,
@@ -137,8 +142,8 @@ def _feed_data(event: Event) -> dict[str, object] | None:
 @router.get("/events")
 async def live_events(
     request: Request,
-    after: str | None = None,
-    last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[Text(32), Query()] = "",
+    last_event_id: Annotated[Text(32), Header()] = "",
 ) -> Response:
     p = panel(request)
     stream = streams.sse_stream(

@@ -12,13 +12,14 @@ from gate.server import charts, queries, statistics
 from gate.server.csvexport import csv_download
 from gate.server.filters import BadInput, known_parameters_only, parse_day
 from gate.server.i18n import N_
+from gate.server.textinput import Text
 from gate.server.web import panel, render, require, translator
 from gate.store.models import Role
 
 router = APIRouter(prefix="/stats", dependencies=[Depends(require(Role.MANAGER))])
 DAILY_HEADER = ("day", "admitted", "not_admitted", "pending", "doses", "refills")
-Day = Annotated[str, Query(max_length=10)]
-Gate = Annotated[str, Query(max_length=64)]
+Day = Annotated[Text(10), Query()]
+Gate = Annotated[Text(64), Query()]
 
 
 async def figures(

@@ -10,7 +10,6 @@ Prometheus cannot log in to a web form, hence not the session cookie.
 
 from __future__ import annotations
 
-import hmac
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request
@@ -21,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from gate import metrics
+from gate.server.security import tokens_match
 from gate.server.web import LOOPBACK, direct_client, panel
 
 router = APIRouter()
@@ -56,7 +56,7 @@ async def prometheus(request: Request) -> Response:
     if direct_client(request) not in LOOPBACK:
         token = metrics_token(panel(request).settings.data_dir)
         given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if token is None or not hmac.compare_digest(given.encode(), token.encode()):
+        if token is None or not tokens_match(token, given):
             raise HTTPException(401, "metrics need a loopback client or the bearer token")
     depths = panel(request).runtime.bus.queue_depths()
     metrics.QUEUE_DEPTH.labels("event_bus_max").set(max(depths, default=0))
