@@ -16,12 +16,12 @@ import json
 from datetime import datetime
 from functools import partial
 from ipaddress import ip_address
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import cv2
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -30,6 +30,7 @@ from gate.config import Settings
 from gate.events import Event
 from gate.server import audio, streams
 from gate.server.i18n import N_, translate
+from gate.server.textinput import Text
 from gate.server.texts import PROMPTS
 from gate.server.web import direct_client, panel, render
 
@@ -173,7 +174,7 @@ async def kiosk_frame(request: Request) -> Response:
 
 
 @router.get("/sounds/{name}")
-async def kiosk_sound(request: Request, name: str) -> Response:
+async def kiosk_sound(request: Request, name: Annotated[Text(64), Path()]) -> Response:
     """A cue or a spoken prompt: the site's own recording where it has one."""
     path = audio.sound_file(name, panel(request).settings.kiosk.sounds_dir)
     if path is None:
