@@ -212,9 +212,11 @@ def _mount_room_commands() -> None:
     from gate.camera.cli import register as register_camera
     from gate.sanitizer.cli import station_app
     from gate.server.cli import user_app
+    from gate.soak.cli import soak
 
     app.add_typer(station_app, name="station")
     app.add_typer(user_app, name="user")
+    app.command()(soak)
     register_camera(app)
     bench_app.command("vision")(bench_vision)
     bench_app.command("simulated")(sim_check)

@@ -306,7 +306,9 @@ class GateRuntime:
 
     async def _tick_loop(self) -> None:
         while True:
+            asked = time.monotonic()
             await asyncio.sleep(TICK_SECONDS)
+            metrics.LOOP_LAG_MS.observe(max(0.0, time.monotonic() - asked - TICK_SECONDS) * 1000)
             now = self.clock()
             self._sync_link_metrics()
             async with self._lock:
