@@ -8,12 +8,12 @@ PYTHON ?= python3
 EXTRAS ?= test
 STAMP  := $(VENV)/.installed$(if $(EXTRAS),-$(EXTRAS))
 
-.PHONY: demo test install models chromium
+.PHONY: demo test install models chromium faketime
 
 demo: models
 	$(BIN)/gate demo
 
-test: models chromium
+test: models chromium faketime
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
@@ -33,3 +33,7 @@ models: install
 # Debian's chromium for the browser tests; Playwright never downloads a browser here.
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+# libfaketime: `gate soak` steps the gate's wall clock with it (tests/test_soak.py).
+faketime:
+	@command -v faketime >/dev/null || { apt-get update -qq && apt-get install -y -qq faketime >/dev/null; }

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 
 CSRF_RE = re.compile(r'name="csrf-token" content="([^"]+)"')
 TIMEOUT = 10.0
+CROWD_PATIENCE_SECONDS = 20.0
 
 
 class Browser:
@@ -154,6 +155,7 @@ class LiveView:
         self.browser = browser
         self.events = 0
         self.reconnects = 0
+        self.entries: dict[str, str] = {}  # id → the last outcome the feed announced
 
     def run(self, stop: threading.Event) -> None:
         keep_reading(self.browser, "/live/events", stop, self._on_event, self._on_state)
@@ -164,6 +166,8 @@ class LiveView:
 
     def _on_event(self, kind: str, data: dict) -> None:
         self.events += 1
+        if kind == "entry" and "id" in data:
+            self.entries[data["id"]] = data.get("outcome", "")
 
 
 def wrong_logins(port: int, count: int) -> dict[int, int]:
@@ -198,6 +202,9 @@ def event_crowd(port: int, clients: int, hold_seconds: float) -> int:
     for thread in threads:
         thread.start()
     time.sleep(hold_seconds)
+    deadline = time.monotonic() + CROWD_PATIENCE_SECONDS  # a busy gate answers late
+    while got[0] < clients and time.monotonic() < deadline:
+        time.sleep(0.2)
     stop.set()
     for thread in threads:
         thread.join(timeout=TIMEOUT)

@@ -66,13 +66,18 @@ class Postgres:
         command = [str(self.bin / args[0]), *args[1:]]
         if self._user:
             command = ["runuser", "-u", self._user, "--", *command]
-        subprocess.run(command, check=check, capture_output=True, timeout=120)
+        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+        if check and done.returncode != 0:
+            raise GateError(f"{args[0]} failed: {(done.stderr or done.stdout).strip()[-300:]}")
 
     def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         if self._user:
             entry = pwd.getpwnam(self._user)
             os.chown(self.folder, entry.pw_uid, entry.pw_gid)
+            # The soak's own temp dir is private (0700): the server's user must pass through.
+            parent = self.folder.parent
+            os.chmod(parent, parent.stat().st_mode | 0o011)
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
         self._ctl("start")
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "soak")
@@ -86,6 +91,10 @@ class Postgres:
 
     def stop(self) -> None:
         self._ctl("stop")
+
+    def resume(self) -> None:
+        """Start the stopped server again, on the same data and port."""
+        self._ctl("start")
 
     def restart(self) -> None:
         self._ctl("restart")

@@ -32,7 +32,7 @@ GATE_ID = "soak"
 SAMPLE_SECONDS = 5.0
 POLL_SECONDS = 1.0
 RELAY_POLL_SECONDS = 0.2
-RECOVERY_SECONDS = 120.0  # a killed gate reloads its models on a machine that is busy
+RECOVERY_SECONDS = 300.0  # a killed gate reloads its models, slowly on a busy machine
 ACK_AFTER_SECONDS = 60.0  # the guard reads and acknowledges what has stood this long
 OVERRIDE_EVERY_SECONDS = 150.0  # now and then the guard lets a courier in by hand
 DATA_DISK_MB = 48
@@ -79,7 +79,7 @@ class Soak:
         self.relay_periods: list[tuple[float, float, bool]] = []  # start, end, fire seen
         self.overrides: list[tuple[float, float]] = []
         self.clock_periods: list[tuple[float, float, int]] = []
-        self.announced_entries: dict[str, str] = {}
+        self._current_fault: str | None = None
         self.fluid_percent = 100
         self.postgres: Postgres | None = None
         self.engine: Engine | None = None
@@ -196,6 +196,8 @@ class Soak:
         visit = self.camera.visit_at(time.time())
         if visit is None or not visit.kind.sanitizes:
             return
+        if self._current_fault in ("door_held", "door_forced"):
+            return  # an unlock now would let the simulated visitor close the propped door
 
         def hands() -> None:
             time.sleep(HANDS_DELAY_SECONDS)
@@ -225,7 +227,7 @@ class Soak:
         an override now and then; the kiosk compared with the gate's own prompt."""
         first_seen: dict[int, float] = {}
         last_alerts = last_override = time.time()
-        mismatch_since: float | None = None
+        mismatch: tuple[float, str, str] | None = None  # since, kiosk's prompt, gate's
         while not self.stop.wait(POLL_SECONDS):
             now = time.time()
             try:
@@ -237,15 +239,15 @@ class Soak:
                     continue
                 self.state, self.state_at = json.loads(body), now
             except (OSError, http.client.HTTPException, ValueError):
-                self.state, mismatch_since = None, None
+                self.state, mismatch = None, None
                 continue
             gate_prompt, shown = self.state.get("prompt"), self.kiosk.prompt
             if not self.kiosk.connected or shown == gate_prompt:
-                if mismatch_since is not None and now - mismatch_since > 5:
-                    self.kiosk_stale.append((mismatch_since, now, str(shown), str(gate_prompt)))
-                mismatch_since = None
-            elif mismatch_since is None:
-                mismatch_since = now
+                if mismatch is not None and now - mismatch[0] > 5:
+                    self.kiosk_stale.append((mismatch[0], now, *mismatch[1:]))
+                mismatch = None
+            elif mismatch is None:
+                mismatch = (now, str(shown), str(gate_prompt))
             with contextlib.suppress(OSError, http.client.HTTPException, ValueError):
                 if now - last_alerts >= 10:
                     last_alerts = now
@@ -344,7 +346,7 @@ class Soak:
         previous["entries_seen"] = now
         if latencies:
             sample["latency_p95_ms"] = round(invariants.percentile(latencies, 95), 1)
-        fault = self._fault_now()
+        fault = self._current_fault
         if fault:
             sample["fault"] = fault
         return sample
@@ -375,10 +377,6 @@ class Soak:
                 and invariants.wall(seen) - offset >= since - 10
             ]
         return []
-
-    def _fault_now(self) -> str | None:
-        current = getattr(self, "_current_fault", None)
-        return current
 
     # ------------------------------------------------------------------ faults
 
@@ -513,7 +511,12 @@ class Soak:
     # ------------------------------------------------------------------ results
 
     def _results(self) -> dict[str, Any]:
-        shown = self.camera.shown(self.ended)
+        # Visitors from the moment the gate was first up: before, nobody was looking.
+        up = self.began - (self.camera.started_at or self.began)
+        shown = [v for v in self.camera.shown(self.ended) if v.start >= up]
+        announced: dict[str, str] = {}
+        for view in self.live_views:
+            announced |= view.entries
         with contextlib.suppress(SQLAlchemyError):
             self.engine.dispose()  # type: ignore[union-attr]
         engine = make_engine(self.url)
@@ -537,6 +540,9 @@ class Soak:
             clock_periods=self.clock_periods,
             lives=self.supervisor.lives,
             kiosk_stale=self.kiosk_stale,
+            announced=announced,
+            fps_samples=[(self.began + s["t"], s["fps"]) for s in self.samples if "fps" in s],
+            camera_fps=CAMERA_FPS,
             camera_started=self.camera.started_at or self.began,
             unlock_seconds=POLICY["unlock_seconds"],
             ended=self.ended,
@@ -552,11 +558,14 @@ class Soak:
             "violations": check.violations(),
             **figures,
             "entries": len(entries),
+            "entries_announced": len(announced),
             "outcomes": check.outcome_counts(),
+            "masked_unlogged_while_starved": check.starved_misses,
             "unlocks": sum(1 for a in actuations if a["kind"] == "unlock"),
             "gate_restarts": len(self.supervisor.lives) - 1,
             "live_events": sum(v.events for v in self.live_views),
             "fault_log": [asdict(f) for f in self.faults],
+            "entry_log": check.entry_log(),
             "samples": self.samples,
         }
 

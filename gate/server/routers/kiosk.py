@@ -71,5 +71,6 @@ async def kiosk_events(request: Request) -> Response:
         now,
         _prompt_only,
         first=[streams.sse_message(now, "prompt", {"prompt": current_prompt(request)})],
+        name="prompt",  # the screen listens to prompts: one a state change brings is one too
     )
     return streams.endless_response(stream, runtime.stopping, "text/event-stream")
