@@ -46,7 +46,7 @@ def soak(
     result = Soak(minutes, database, seed, settings.data_dir, log=progress).run()
     if report is not None:
         write_report(result, report)
-    summary = {k: v for k, v in result.items() if k not in ("samples", "fault_log")}
+    summary = {k: v for k, v in result.items() if k not in ("samples", "fault_log", "entry_log")}
     if as_json:
         typer.echo(json.dumps(summary))
     else:

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 CSRF_RE = re.compile(r'name="csrf-token" content="([^"]+)"')
-TIMEOUT = 10.0
+TIMEOUT = 30.0  # a login hashes its password: slow on a busy machine
 CROWD_PATIENCE_SECONDS = 20.0
 
 
