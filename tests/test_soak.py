@@ -21,8 +21,9 @@ KEYS = {
 }  # fmt: skip
 MINUTES = 5
 # Every kind once takes longer than five minutes (a door held open alone takes 30 s, a
-# restarted gate loads its models again); the long soaks cover each kind many times.
-KINDS_IN_FIVE_MINUTES = 9
+# restarted gate loads its models again, 1-2 min on a busy machine); the long soaks cover
+# each kind many times. A busy build machine fitted 7 kinds.
+KINDS_IN_FIVE_MINUTES = 6
 
 
 @pytest.mark.slow
