@@ -8,7 +8,7 @@ PYTHON ?= python3
 EXTRAS ?= test
 STAMP  := $(VENV)/.installed$(if $(EXTRAS),-$(EXTRAS))
 
-.PHONY: demo test install models chromium
+.PHONY: demo test install models chromium faketime
 
 demo: models
 	$(BIN)/gate demo
@@ -34,3 +34,7 @@ models: install
 # espeak-ng: the kiosk's spoken prompts are regenerated in a test (`gate kiosk sounds`).
 chromium:
 	@command -v chromium >/dev/null && command -v espeak-ng >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium espeak-ng >/dev/null; }
+
+# libfaketime: `gate soak` steps the gate's wall clock with it (`make faketime` before a soak).
+faketime:
+	@command -v faketime >/dev/null || { apt-get update -qq && apt-get install -y -qq faketime >/dev/null; }

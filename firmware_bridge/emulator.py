@@ -201,7 +201,8 @@ class Emulator:
         self._log_path = actuation_log
         self._log: IO[str] | None = None
         self.hal = EmulatedHal(self.world, self._record)
-        self.firmware = Firmware(self.hal, firmware_id, version, protocol)
+        self._identity = (firmware_id, version, protocol)
+        self.firmware = Firmware(self.hal, *self._identity)
         self._t0 = time.monotonic()
         self._master: int | None = None
         self._slave: int | None = None
@@ -246,6 +247,11 @@ class Emulator:
         self._request("replug")
         assert self.path is not None
         return self.path
+
+    def reboot(self) -> None:
+        """Power-cycle the board: outputs off, then the firmware starts afresh with a
+        new boot id and waits for a host's HELLO, as after a brown-out or a watchdog."""
+        self._request("reboot")
 
     def inject(self, noise: bytes) -> None:
         """Send raw bytes to the host as if the line picked up noise."""
@@ -316,6 +322,11 @@ class Emulator:
             elif what == "replug":
                 self._close_pty()
                 self._open_pty()
+            elif what == "reboot":
+                self.hal.fail_safe()
+                self.hal.rx.clear()
+                self.hal.tx.clear()
+                self.firmware = Firmware(self.hal, *self._identity)
             elif isinstance(arg, float):  # "stall": the caller need not wait it out
                 done.set()
                 time.sleep(arg)

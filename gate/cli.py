@@ -213,10 +213,12 @@ def _mount_room_commands() -> None:
     from gate.sanitizer.cli import station_app
     from gate.server.audio import kiosk_app
     from gate.server.cli import user_app
+    from gate.soak.cli import soak
 
     app.add_typer(station_app, name="station")
     app.add_typer(user_app, name="user")
     app.add_typer(kiosk_app, name="kiosk")
+    app.command()(soak)
     register_camera(app, visits=_evaluate_visits)
     bench_app.command("vision")(bench_vision)
     bench_app.command("simulated")(sim_check)

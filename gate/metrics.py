@@ -56,6 +56,14 @@ QUEUE_DEPTH = Gauge(
     registry=REGISTRY,
 )
 
+# -- the event loop
+LOOP_LAG_MS = Histogram(
+    "gate_event_loop_lag_ms",
+    "How late the runtime's 50 ms tick wakes: everything on the event loop waits as long.",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 1000),
+    registry=REGISTRY,
+)
+
 # -- panel
 SSE_CLIENTS = Gauge(
     "gate_panel_sse_clients", "Open server-sent-event streams (panel and kiosk).", registry=REGISTRY

@@ -47,6 +47,7 @@ from gate.errors import CommandRefused, GateError
 from gate.events import EventBus
 from gate.sanitizer.station import LinkState, Station, StationEvent
 from gate.store import records
+from gate.store.db import ride_out
 from gate.store.models import Entry, Outcome, Severity, local_midnight
 from gate.store.retention import apply_retention
 
@@ -314,7 +315,9 @@ class GateRuntime:
 
     async def _tick_loop(self) -> None:
         while True:
+            asked = time.monotonic()
             await asyncio.sleep(TICK_SECONDS)
+            metrics.LOOP_LAG_MS.observe(max(0.0, time.monotonic() - asked - TICK_SECONDS) * 1000)
             now = self.clock()
             self._sync_link_metrics()
             async with self._lock:
@@ -475,9 +478,11 @@ class GateRuntime:
 
     async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a store call off the event loop. A database that cannot be reached or
-        written (server down, disk full) is not a bug: it ends the run with one line."""
+        written (server down, disk full) is not a bug: a short outage is waited out, a
+        longer one ends the run with one line."""
+        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._db_pool, fn, *args)
+            return await loop.run_in_executor(self._db_pool, ride_out, fn, *args)
         except OperationalError as exc:
             reason = str(exc.orig or exc).splitlines()[0]
             raise GateError(f"database unavailable: {reason}") from None

@@ -146,6 +146,27 @@ def test_the_kiosk_stream_carries_prompts_and_nothing_else(
     assert "secret" not in text
 
 
+def test_a_prompt_that_comes_with_a_state_change_reaches_the_screen_as_a_prompt(
+    served: tuple[LiveServer, FakeRuntime, dict[str, str]],
+) -> None:
+    """Found by the soak: a prompt that changed with the gate's state alone (a camera
+    gone: out of service) went out as a 'state' event, which the screen does not listen
+    to, so the kiosk kept the old prompt for minutes."""
+    live, runtime, _cookies = served
+    runtime.state["prompt"] = "idle"
+
+    async def prompts() -> list[dict]:
+        async with (
+            httpx2.AsyncClient(base_url=live.url, timeout=30) as client,
+            client.stream("GET", "/kiosk/events") as response,
+        ):
+            await wait_for_subscribers(runtime.bus, 1)
+            live.call(runtime.bus.publish, "state", {"prompt": "out_of_service", "mode": "x"})
+            return [d for _i, d in await asyncio.wait_for(read_events(response, "prompt", 2), 10)]
+
+    assert asyncio.run(prompts()) == [{"prompt": "idle"}, {"prompt": "out_of_service"}]
+
+
 def test_every_endless_stream_tells_a_reverse_proxy_not_to_buffer_it(
     served: tuple[LiveServer, FakeRuntime, dict[str, str]],
 ) -> None:

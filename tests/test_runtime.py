@@ -5,6 +5,8 @@ the door did and what the log says."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -20,7 +22,8 @@ from gate.camera.simulated import SimVisitor
 from gate.camera.verdict import MaskLabel
 from gate.config import Settings, load_settings
 from gate.errors import CommandRefused, GateError
-from gate.store.db import session
+from gate.soak.rig import Postgres
+from gate.store.db import OUTAGE_SECONDS, session
 from gate.store.models import Alert, AuditEvent, Entry, StationLog
 
 pytestmark = pytest.mark.anyio
@@ -271,6 +274,32 @@ async def test_denied_visitor_snapshot_is_kept_and_blurred_on_request(
     assert Path(entry.snapshot_path).is_relative_to(data_dir)
 
 
+@pytest.mark.slow
+async def test_a_database_server_restart_is_waited_out_and_the_run_goes_on(data_dir: Path) -> None:
+    """Found by the soak: a PostgreSQL restart (under a second) ended the run whenever
+    the gate wrote during it, and the door was shut for the minute a restarted gate
+    takes to load its models. Now the write waits for the server and goes through."""
+    server = Postgres(Path(tempfile.mkdtemp(prefix="gate-pg-")) / "server")
+    server.start()
+    try:
+        settings = gate_settings(data_dir).model_copy(update={"database_url": server.url})
+        async with assemble(settings, visitors=NOBODY) as gate:
+            task = asyncio.create_task(gate.runtime.run())
+            await until(lambda: gate.runtime.station.state.value == "connected", 15)
+            await asyncio.to_thread(server.stop)
+            gate.emulator.world.press_exit()  # logged by the station loop, into no server
+            await asyncio.sleep(2)
+            await asyncio.to_thread(server.resume)
+            with session(gate.runtime.engine) as s:
+                await until(lambda: bool(s.scalars(select(StationLog.id)).all()), 15)
+            assert not task.done()
+            gate.runtime.stop()
+            await task
+    finally:
+        server.stop()
+        shutil.rmtree(server.folder.parent, ignore_errors=True)
+
+
 async def test_a_database_that_goes_away_ends_the_run_in_one_line_and_the_door_stays_locked(
     data_dir: Path,
 ) -> None:
@@ -286,6 +315,6 @@ async def test_a_database_that_goes_away_ends_the_run_in_one_line_and_the_door_s
         (data_dir / "gate.db").mkdir()
         gate.emulator.world.press_exit()
         with pytest.raises(GateError, match=r"^database unavailable: .*unable to open database"):
-            await asyncio.wait_for(task, 15)
+            await asyncio.wait_for(task, 15 + OUTAGE_SECONDS)
         await asyncio.sleep(2)  # past the firmware's heartbeat timeout
         assert not gate.emulator.world.relay_unlocked

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from firmware_bridge.emulator import Emulator, World
+from firmware_bridge.emulator import Emulator
 from gate.errors import GateError
 
 station_app = typer.Typer(
@@ -19,17 +19,22 @@ station_app = typer.Typer(
 )
 
 
-def _world_commands(world: World) -> dict[str, Callable[[], object]]:
+def _world_commands(emulator: Emulator) -> dict[str, Callable[[], object]]:
+    world = emulator.world
     return {
         "hands on": lambda: world.hands(True),
         "hands off": lambda: world.hands(False),
         "refill": world.refill,
+        "empty": lambda: world.refill(0),
         "door open": world.open_door,
         "door close": world.close_door,
         "exit": world.press_exit,
         "fire on": lambda: world.fire(True),
         "fire off": lambda: world.fire(False),
         "tamper": world.tamper,
+        "unplug": emulator.unplug,
+        "plug": emulator.replug,
+        "reboot": emulator.reboot,
     }
 
 
@@ -42,9 +47,9 @@ def answer(line: str, emulator: Emulator) -> str:
             return f"{world.describe()} firmware=crashed ({emulator.crash})"
         host = "connected" if emulator.firmware.link.alive else "none"
         return f"{world.describe()} host={host}"
-    action = _world_commands(world).get(command)
+    action = _world_commands(emulator).get(command)
     if action is None:
-        known = ", ".join([*_world_commands(world), "status", "quit"])
+        known = ", ".join([*_world_commands(emulator), "status", "quit"])
         return f"error: unknown command '{command}' (known: {known})"
     action()
     return f"ok {command}"
@@ -70,7 +75,8 @@ def emulate(
     """Run the station firmware behind a pty and print the port to open.
 
     Then reads world commands on stdin, one per line, answering each with one line:
-    hands on|off, refill, door open|close, exit, fire on|off, tamper, status, quit.
+    hands on|off, refill, empty, door open|close, exit, fire on|off, tamper, unplug, plug,
+    reboot, status, quit.
     """
     emulator = Emulator(auto_door=auto_door, actuation_log=actuation_log)
     try:

@@ -98,8 +98,10 @@ async def sse_stream(
     transform: Transform,
     first: list[bytes] | None = None,
     heartbeat: float = HEARTBEAT_SECONDS,
+    name: str | None = None,
 ) -> AsyncGenerator[bytes, None]:
-    """Yield SSE messages for bus events that ``transform`` maps to data (None skips).
+    """Yield SSE messages for bus events that ``transform`` maps to data (None skips),
+    each under its event's kind, or under ``name`` for a client that listens to one.
 
     A pump task reads the bus into a small local queue so the heartbeat can
     time out on the queue without cancelling the bus subscription itself.
@@ -127,7 +129,7 @@ async def sse_stream(
                 continue
             data = transform(event)
             if data is not None:
-                yield sse_message(event.id, event.kind, data)
+                yield sse_message(event.id, name or event.kind, data)
     finally:
         task.cancel()
         metrics.SSE_CLIENTS.dec()

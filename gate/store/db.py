@@ -8,20 +8,27 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 from sqlmodel import Session
 
 from gate.config import check_data_dir
 from gate.errors import GateError
 
+T = TypeVar("T")
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_SECONDS = 30  # how long a write waits for another process's
+# How long a call waits out a database it cannot reach or write: a server restarting
+# (a second or two), a full disk being freed. Longer, and the run ends, to be restarted.
+OUTAGE_SECONDS = 10.0
+OUTAGE_RETRY_SECONDS = 0.5
 
 
 def make_engine(url: str) -> Engine:
@@ -41,6 +48,22 @@ def make_engine(url: str) -> Engine:
     except (NoSuchModuleError, ArgumentError, ImportError) as exc:
         shown = parsed.render_as_string(hide_password=True)
         raise GateError(f"database_url {shown} is not supported: {exc}") from None
+
+
+def ride_out(fn: Callable[..., T], *args: Any, seconds: float = OUTAGE_SECONDS) -> T:
+    """``fn(*args)``, tried again while the database cannot be reached or written, for up
+    to ``seconds``; then its OperationalError. Each try is a transaction of its own, so
+    a try that failed left nothing behind (one whose commit was lost on the way may
+    leave its row written twice: an alert or an audit line twice, rather than a gate
+    that stops for every restart of its database server)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return fn(*args)
+        except OperationalError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(OUTAGE_RETRY_SECONDS)
 
 
 def _sqlite_engine(url: str, database: str | None) -> Engine:

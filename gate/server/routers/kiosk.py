@@ -124,6 +124,7 @@ async def kiosk_events(request: Request) -> Response:
         now,
         partial(_prompt_only, p.settings),
         first=[streams.sse_message(now, "prompt", first)],
+        name="prompt",  # the screen listens to prompts: one a state change brings is one too
     )
     return streams.endless_response(stream, runtime.stopping, "text/event-stream")
 
