@@ -164,7 +164,10 @@ def test_a_prompt_that_comes_with_a_state_change_reaches_the_screen_as_a_prompt(
             live.call(runtime.bus.publish, "state", {"prompt": "out_of_service", "mode": "x"})
             return [d for _i, d in await asyncio.wait_for(read_events(response, "prompt", 2), 10)]
 
-    assert asyncio.run(prompts()) == [{"prompt": "idle"}, {"prompt": "out_of_service"}]
+    assert asyncio.run(prompts()) == [
+        {"prompt": "idle", "volume": 0.8},
+        {"prompt": "out_of_service", "volume": 0.8},
+    ]
 
 
 def test_every_endless_stream_tells_a_reverse_proxy_not_to_buffer_it(
