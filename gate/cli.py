@@ -210,11 +210,13 @@ def _print_figures(figures: dict, as_json: bool) -> None:
 def _mount_room_commands() -> None:
     from gate.camera.cli import bench_vision, sim_check
     from gate.camera.cli import register as register_camera
+    from gate.hub.cli import hub_app
     from gate.sanitizer.cli import station_app
     from gate.server.cli import user_app
 
     app.add_typer(station_app, name="station")
     app.add_typer(user_app, name="user")
+    app.add_typer(hub_app, name="hub")
     register_camera(app)
     bench_app.command("vision")(bench_vision)
     bench_app.command("simulated")(sim_check)
