@@ -79,11 +79,20 @@ def demo(
         float | None, typer.Option(help="Run headless for this many seconds, then report.")
     ] = None,
     as_json: JsonOption = False,
+    site: Annotated[
+        int | None,
+        typer.Option(min=1, max=20, help="A site instead: a hub and this many gates."),
+    ] = None,
 ) -> None:
     """The whole gate on its embedded defaults with a scripted queue of visitors."""
     from gate.assembly import claim_panel_address, panel_url
     from gate.demo import SCENARIO_SECONDS, claim_database, demo_settings, run_demo
 
+    if site is not None:
+        from gate.hub.demo import run_site_demo
+
+        run_site_demo(_settings(config), site, typer.echo)
+        return
     settings = demo_settings(_settings(config))
     _log_to_file(settings)
     listening = claim_panel_address(settings.server) if duration is None else None

@@ -112,3 +112,19 @@ def status(
     else:
         for key, value in figures.items():
             typer.echo(f"{key:>12}: {value}")
+
+
+@hub_app.command("site-gate", hidden=True)
+def site_gate(config: ConfigOption = None) -> None:
+    """One door of `gate demo --site N`, which starts it: the demo gate under its own id."""
+    from gate.assembly import claim_panel_address
+    from gate.cli import _log_to_file
+    from gate.demo import run_demo
+    from gate.hub.demo import site_gate_settings
+
+    if config is None:
+        raise GateError("site-gate needs the --config the site demo wrote")
+    settings = site_gate_settings(config)
+    _log_to_file(settings)
+    listening = claim_panel_address(settings.server)
+    asyncio.run(run_demo(settings, None, listening, lambda: None))
