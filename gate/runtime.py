@@ -261,6 +261,7 @@ class GateRuntime:
                 "link": self.station.state.value,
                 "fluid_percent": self._fluid_percent if station_ok else None,
             },
+            "hub": self.hub.report() if self.hub is not None else None,
         }
 
     @contextlib.contextmanager
@@ -532,7 +533,7 @@ class GateRuntime:
     def _publish_state(self, force: bool = False) -> None:
         """Publish the state when it changed; a moving frame rate alone is not a change."""
         state = self.snapshot()
-        steady = {**state, "camera": {**state["camera"], "fps": None}}
+        steady = {**state, "camera": {**state["camera"], "fps": None}, "hub": None}
         if force or steady != self._published_state:
             self._published_state = steady
             metrics.OCCUPANCY.set(state["occupancy"])

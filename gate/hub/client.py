@@ -20,6 +20,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from gate import metrics
 from gate.config import HubSettings
@@ -35,6 +36,7 @@ from gate.hub.outbox import (
     read_batch,
     set_cursor,
 )
+from gate.server.i18n import local_time
 from gate.store.records import audit_detail
 
 log = logging.getLogger("gate.hub")
@@ -270,11 +272,16 @@ class HubClient:
 
     def report(self) -> dict[str, Any]:
         """For the panel and `gate hub status`."""
+        success = self.last_success
+        zone = ZoneInfo(self.runtime.settings.server.timezone)
         return {
             "url": self.hub.url,
             "backlog": self.figures.records,
             "lag_s": round(self.figures.lag_s, 1),
-            "last_success": self.last_success,
+            "last_success": success,
+            "last_success_local": (
+                local_time(datetime.fromtimestamp(success, UTC), zone) if success else ""
+            ),
             "last_error": self.last_error,
         }
 
