@@ -55,7 +55,8 @@ def gate_config(site: Path, gate_id: str, port: int, hub_url: str, models: Path)
     config.write_text(
         f'gate_id = "{gate_id}"\n'
         f'data_dir = "{data}"\n'
-        '[camera]\nsource = "simulated"\n'
+        # 10 frames a second: the demo's doors share one computer's cores.
+        '[camera]\nsource = "simulated"\nfps = 10\n'
         '[station]\nport = "emulated"\n'
         f"[server]\nport = {port}\n"
         f'[hub]\nurl = "{hub_url}"\ntoken_file = "{data / "hub-token"}"\n',
