@@ -219,7 +219,7 @@ def _print_figures(figures: dict, as_json: bool) -> None:
 def _mount_room_commands() -> None:
     from gate.camera.cli import bench_vision, sim_check
     from gate.camera.cli import register as register_camera
-    from gate.hub.cli import hub_app
+    from gate.hub.cli import bench_hub, hub_app
     from gate.sanitizer.cli import station_app
     from gate.server.cli import user_app
 
@@ -229,6 +229,7 @@ def _mount_room_commands() -> None:
     register_camera(app)
     bench_app.command("vision")(bench_vision)
     bench_app.command("simulated")(sim_check)
+    bench_app.command("hub")(bench_hub)
 
 
 _mount_room_commands()

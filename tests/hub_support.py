@@ -67,7 +67,7 @@ def hub_server(settings: Settings, engine: Engine) -> LiveServer:
     return LiveServer(create_hub_app(settings, engine), settings.server)
 
 
-def gate_store(path: Path, gate_id: str) -> Engine:
+def gate_store(path: Path | str, gate_id: str) -> Engine:
     engine = make_engine(f"sqlite:///{path}")
     upgrade(engine)
     ensure_gate(engine, gate_id)

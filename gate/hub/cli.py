@@ -128,3 +128,40 @@ def site_gate(config: ConfigOption = None) -> None:
     _log_to_file(settings)
     listening = claim_panel_address(settings.server)
     asyncio.run(run_demo(settings, None, listening, lambda: None))
+
+
+def bench_hub(
+    config: ConfigOption = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL to bench in (a schema of its own); default hub.database_url."
+        ),
+    ] = None,
+    gates: Annotated[int, typer.Option(min=1, max=500, help="Simulated gates.")] = 50,
+    visits: Annotated[int, typer.Option(min=1, help="Visits each gate pushes first.")] = 2000,
+    batch: Annotated[int, typer.Option(min=1, max=1000, help="Records per batch.")] = 500,
+    lag_seconds: Annotated[
+        float, typer.Option(min=1, help="How long the steady 5 visits/s run lasts.")
+    ] = 20.0,
+    rows: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Fill the entries table to this many rows before the query timing (e.g. 10000000).",
+        ),
+    ] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Simulated gates pushing into a hub on PostgreSQL: ingest rate, lag, query time, memory."""
+    from gate.hub.bench import run_hub_bench
+
+    url = database_url or load_settings(config).hub.database_url
+    if not url:
+        raise GateError("give --database-url or set hub.database_url")
+    figures = run_hub_bench(url, gates, visits, batch, lag_seconds, rows)
+    if as_json:
+        typer.echo(json.dumps(figures))
+    else:
+        for key, value in figures.items():
+            typer.echo(f"{key:>22}: {value}")
