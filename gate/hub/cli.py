@@ -59,6 +59,18 @@ def add_gate(
     typer.echo(f"token (shown once; put it in the gate's hub.token_file): {token}")
 
 
+@hub_app.command("new-token")
+def new_token(
+    name: Annotated[str, typer.Argument(help="The gate's gate_id.")],
+    config: ConfigOption = None,
+) -> None:
+    """Give a door a new token (its box stolen or replaced); the old one stops working now."""
+    from gate.hub.gates import new_token as replace
+
+    token = replace(_hub_engine(load_settings(config)), name)
+    typer.echo(f"token of gate {name} replaced (shown once): {token}")
+
+
 @hub_app.command("add-user")
 def add_user(
     username: str,

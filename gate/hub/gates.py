@@ -41,6 +41,19 @@ def add_gate(engine: Engine, name: str, centre: str = "") -> str:
     return token
 
 
+def new_token(engine: Engine, name: str) -> str:
+    """Replace a door's token (a stolen or lost door box): the old one stops working now."""
+    token = secrets.token_urlsafe(32)
+    with session(engine) as s:
+        gate = s.get(HubGate, name)
+        if gate is None:
+            raise GateError(f"no such gate: {name}")
+        gate.token_hash = token_hash(token)
+        s.add(gate)
+        s.commit()
+    return token
+
+
 def gate_for_token(engine: Engine, token: str) -> HubGate | None:
     """The door this token belongs to, or None. The hash is looked up, then compared
     in constant time, so the answer's timing tells nothing about near misses."""
