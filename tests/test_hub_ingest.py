@@ -17,7 +17,7 @@ from sqlalchemy import Engine, func, select
 from gate.config import HubSettings
 from gate.hub import orders
 from gate.hub.client import HubConnection, HubRefusal, Replicator
-from gate.hub.gates import add_gate, gate_for_token, token_hash
+from gate.hub.gates import add_gate, gate_for_token, new_token, token_hash
 from gate.hub.models import HubGate, HubOrder, HubRecord, OrderAction
 from gate.hub.outbox import PendingBatch, read_batch
 from gate.store.db import session
@@ -164,6 +164,10 @@ def test_the_hub_keeps_only_a_hash_of_each_token(hub: tuple[Engine, LiveServer])
     assert stored is not None and stored.token_hash == token_hash(token) != token
     assert gate_for_token(engine, token) is not None
     assert gate_for_token(engine, token[:-1]) is None
+    replaced = new_token(engine, "door-a")  # the door box was stolen
+    assert gate_for_token(engine, token) is None
+    found = gate_for_token(engine, replaced)
+    assert found is not None and found.id == "door-a"
 
 
 def test_a_token_writes_reads_and_acknowledges_only_its_own_gate(

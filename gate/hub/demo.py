@@ -133,9 +133,16 @@ def run_site_demo(settings: Settings, count: int, announce: Callable[[str], None
         announce(f"one-time hub login: admin / {password}")
         for g in gates:
             announce(f"  {g.gate_id} ({g.centre}): panel {g.url}  kiosk {g.url}kiosk")
+        # uvicorn raises the signal that stopped it again once it is done; as an
+        # exception here, so the gates are stopped before this process ends.
+        signal.signal(signal.SIGTERM, _interrupt)
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(server.serve(sockets=[listening]))
     engine.dispose()
+
+
+def _interrupt(_signal: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def site_gate_settings(config: Path) -> Settings:
