@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx2
@@ -35,6 +35,7 @@ from tests.panel_support import REPO, free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 KILLS = int(os.environ.get("HUB_TEST_KILLS", "20"))
+CUT_VISITS = int(os.environ.get("HUB_TEST_CUT_VISITS", "1000"))  # 2 records and 3 writes each
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("GATE_")}
 
 
@@ -192,29 +193,43 @@ class CuttableProxy:
             self.cut.clear()
 
 
+def hub_count(engine: Engine) -> int:
+    with session(engine) as s:
+        return s.scalar(select(func.count()).select_from(HubRecord)) or 0
+
+
+def wait_for(check: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
 def test_a_gate_cut_off_from_the_hub_catches_up_once_the_link_is_back(
     hub: tuple[Engine, HubProcess], tmp_path: Path
 ) -> None:
     engine, hub_process = hub
     proxy = CuttableProxy(hub_process.port)
-    store = tmp_path / "door-a.db"
+    store_path = tmp_path / "door-a.db"
     token = add_gate(engine, "door-a")
-    gate_store(store, "door-a")
-    gate = pusher(store, "door-a", proxy.url, token)
+    store = gate_store(store_path, "door-a")
+    gate = pusher(store_path, "door-a", proxy.url, token)
     try:
-        time.sleep(3)
+        wait_for(lambda: hub_count(engine) > 0, 300, "the gate never reached the hub")
         proxy.set_cut(True)
-        with session(engine) as s:
-            at_cut = s.scalar(select(func.count()).select_from(HubRecord))
-        time.sleep(10)  # the gate keeps writing all along
-        with session(engine) as s:
-            assert s.scalar(select(func.count()).select_from(HubRecord)) == at_cut
+        at_cut = hub_count(engine)
+        # the door goes on: its own writes and this test's, none reaching the hub
+        write_visits(store, "door-a", CUT_VISITS)
+        assert hub_count(engine) == at_cut
+        assert len(gate_rows(store)) > at_cut + CUT_VISITS * 2
         proxy.set_cut(False)
+        started = time.monotonic()
+        wait_for(lambda: hub_count(engine) >= len(gate_rows(store)) - 50, 300, "no catching up")
+        caught_up = time.monotonic() - started
     finally:
         gate.send_signal(signal.SIGKILL)
         gate.wait()
-    started = time.monotonic()
-    drain_and_compare(engine, {"door-a": (store, token)}, proxy.url)
-    caught_up = time.monotonic() - started
-    records = len(gate_rows(gate_store(store, "door-a")))
-    print(f"network cut: {records} records, hub matched the store {caught_up:.1f} s after")
+    drain_and_compare(engine, {"door-a": (store_path, token)}, proxy.url)
+    print(
+        f"network cut: {len(gate_rows(store)) - at_cut} records behind, caught up in {caught_up:.1f} s"
+    )
