@@ -72,6 +72,8 @@ def test_the_overview_groups_doors_by_centre_and_tells_offline_ones(
     assert 'data-gate="door-a" data-online="yes"' in page
     assert 'data-gate="door-c" data-online="no"' in page
     assert ">7<" in page  # Trung tâm 1: 3 + 4 people inside
+    assert 'data-field="site-admitted">12<' in page  # 8 visits at each door, 2 of them denied
+    assert 'data-field="site-denied">4<' in page
     assert "Tổng quan toàn khu" in page  # Vietnamese first
     # a door silent for longer than offline_after_seconds turns offline
     with session(engine) as s:
