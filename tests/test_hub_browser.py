@@ -19,7 +19,7 @@ from tests.panel_support import REPO, free_port
 from tests.test_browser_panel import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-STARTUP_SECONDS = 120  # three processes loading the vision models on a busy machine
+STARTUP_SECONDS = 300  # three processes loading the vision models on a busy machine
 
 
 @pytest.fixture

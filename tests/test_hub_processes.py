@@ -35,7 +35,7 @@ from tests.panel_support import REPO, free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 KILLS = int(os.environ.get("HUB_TEST_KILLS", "20"))
-CUT_VISITS = int(os.environ.get("HUB_TEST_CUT_VISITS", "1000"))  # 2 records and 3 writes each
+CUT_VISITS = int(os.environ.get("HUB_TEST_CUT_VISITS", "600"))  # 2 records and 3 writes each
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("GATE_")}
 
 
