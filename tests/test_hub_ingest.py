@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -34,7 +37,7 @@ from tests.hub_support import (
     throwaway_database,
     write_visits,
 )
-from tests.panel_support import LiveServer
+from tests.panel_support import LiveServer, free_port
 
 pytestmark = pytest.mark.postgres
 
@@ -284,3 +287,36 @@ def test_a_gate_whose_clock_is_ten_minutes_off_still_lands_every_record(
         entries = list(s.scalars(select(HubRecord).where(HubRecord.kind == "entry")))
     skews = {round((e.at - e.received_at).total_seconds() / 60) for e in entries}
     assert skews == {10, -10}  # the gate's own time and the hub's, both kept
+
+
+def test_gate_hub_status_shows_the_backlog_with_the_hub_up_or_away(
+    hub: tuple[Engine, LiveServer], tmp_path: Path
+) -> None:
+    engine, server = hub
+    token = add_gate(engine, "door-a")
+    data = tmp_path / "gate"
+    store = gate_store(data / "gate.db", "door-a")
+    write_visits(store, "door-a", 4)
+    (data / "hub-token").write_text(token)
+    config = tmp_path / "gate.toml"
+
+    def status(url: str) -> dict[str, Any]:
+        config.write_text(
+            f'gate_id = "door-a"\ndata_dir = "{data}"\n'
+            f'[hub]\nurl = "{url}"\ntoken_file = "{data / "hub-token"}"\n'
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GATE_")}
+        done = subprocess.run(
+            [sys.executable, "-m", "gate", "hub", "status", "--json", "--config", str(config)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return json.loads(done.stdout)
+
+    away = status(f"http://127.0.0.1:{free_port()}/")
+    assert not away["reachable"] and away["backlog"] == 4 * 3 + 1  # 3 writes a visit, 1 audit
+    replicator(store, "door-a", server, token).push({})
+    up = status(server.url)
+    assert up["reachable"] and up["backlog"] == 0 and up["acked_seq"] == 13
