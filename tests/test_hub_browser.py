@@ -101,7 +101,8 @@ def test_the_site_overview_entries_and_a_lockdown_reaching_two_kiosks(
     reload_until(hub, '#entries tr[data-gate="door-1"]', STARTUP_SECONDS)
     reload_until(hub, '#entries tr[data-gate="door-2"]', STARTUP_SECONDS)
     # a site-wide lockdown shows on both kiosks, then is lifted
-    kiosks = [context.new_page() for _ in ("door-1", "door-2")]
+    # each kiosk is a browser of its own, as at the doors (and cookies ignore ports)
+    kiosks = [browser.new_context().new_page() for _ in ("door-1", "door-2")]
     for kiosk, door in zip(kiosks, ("door-1", "door-2"), strict=True):
         kiosk.goto(site[door])
     hub.goto(f"{site['hub']}site")
@@ -120,4 +121,6 @@ def test_the_site_overview_entries_and_a_lockdown_reaching_two_kiosks(
     hub.goto(f"{site['hub']}site/audit")
     reload_until(hub, '#door-audit td:has-text("admin@hub")', 30)
     assert hub.locator('#door-audit tr:has-text("admin@hub")').count() >= 4
+    for kiosk in kiosks:
+        kiosk.context.close()
     context.close()
