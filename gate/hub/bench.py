@@ -225,8 +225,9 @@ def fill_entries(engine: Engine, gate_ids: list[str], rows: int) -> None:
                 text(
                     """
                     INSERT INTO hub_record (gate_id, kind, record_id, version, at, received_at, data)
-                    SELECT (:gates)[1 + n % cardinality(:gates)], 'entry', 'fill-' || (:start + n), 0,
-                           now() - (n * interval '3 seconds') - interval '1 day', now(),
+                    SELECT (CAST(:gates AS text[]))[1 + n % cardinality(CAST(:gates AS text[]))],
+                           'entry', 'fill-' || (:start + n), 0,
+                           now() - ((:start + n) * interval '3 seconds') - interval '1 day', now(),
                            jsonb_build_object('outcome', CASE WHEN n % 5 = 0 THEN 'denied_no_mask' ELSE 'admitted' END)
                     FROM generate_series(1, :count) AS n
                     """
