@@ -79,11 +79,20 @@ def demo(
         float | None, typer.Option(help="Run headless for this many seconds, then report.")
     ] = None,
     as_json: JsonOption = False,
+    site: Annotated[
+        int | None,
+        typer.Option(min=1, max=20, help="A site instead: a hub and this many gates."),
+    ] = None,
 ) -> None:
     """The whole gate on its embedded defaults with a scripted queue of visitors."""
     from gate.assembly import claim_panel_address, panel_url
     from gate.demo import SCENARIO_SECONDS, claim_database, demo_settings, run_demo
 
+    if site is not None:
+        from gate.hub.demo import run_site_demo
+
+        run_site_demo(_settings(config), site, typer.echo)
+        return
     settings = demo_settings(_settings(config))
     _log_to_file(settings)
     listening = claim_panel_address(settings.server) if duration is None else None
@@ -210,6 +219,7 @@ def _print_figures(figures: dict, as_json: bool) -> None:
 def _mount_room_commands() -> None:
     from gate.camera.cli import bench_vision, sim_check
     from gate.camera.cli import register as register_camera
+    from gate.hub.cli import bench_hub, hub_app
     from gate.sanitizer.cli import station_app
     from gate.server.audio import kiosk_app
     from gate.server.cli import user_app
@@ -218,10 +228,12 @@ def _mount_room_commands() -> None:
     app.add_typer(station_app, name="station")
     app.add_typer(user_app, name="user")
     app.add_typer(kiosk_app, name="kiosk")
+    app.add_typer(hub_app, name="hub")
     app.command()(soak)
     register_camera(app, visits=_evaluate_visits)
     bench_app.command("vision")(bench_vision)
     bench_app.command("simulated")(sim_check)
+    bench_app.command("hub")(bench_hub)
 
 
 def _evaluate_visits(*args: Any, **kwargs: Any) -> dict:

@@ -197,6 +197,28 @@ class KioskSettings(Section):
                 return self.quiet_volume / 100
         return self.volume / 100
 
+class HubSettings(Section):
+    """The site hub: where this gate reports (gate side) and the hub's own database (the
+    hub side, `gate hub`). With no url the gate reports nowhere and works alone."""
+
+    url: str | None = Field(
+        None, pattern=r"^https?://", description="The hub's base URL, e.g. https://hub:8100/."
+    )
+    token_file: Path | None = Field(
+        None, description="File holding this gate's token (`gate hub add-gate` printed it)."
+    )
+    batch_size: int = Field(200, ge=1, le=1000, description="Records sent in one request.")
+    interval_seconds: float = Field(
+        1.0, gt=0, le=60, description="How often the gate reports and asks for orders."
+    )
+    timeout_seconds: float = Field(10.0, gt=0, le=120)
+    database_url: str | None = Field(
+        None, description="The hub's own database (PostgreSQL; SQLite only for the demo)."
+    )
+    offline_after_seconds: float = Field(
+        30.0, gt=0, description="A gate not heard from this long shows as offline at the hub."
+    )
+
 
 class Settings(BaseSettings):
     """Everything the gate can be told. Defaults run the embedded demo setup."""
@@ -222,6 +244,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     server: ServerSettings = ServerSettings()
     kiosk: KioskSettings = KioskSettings()
+    hub: HubSettings = HubSettings()
 
     @model_validator(mode="after")
     def _leave_outlasts_missed_frames(self) -> Settings:
@@ -264,6 +287,8 @@ class Settings(BaseSettings):
         values = self.model_dump(mode="json")
         if self.database_url:
             values["database_url"] = masked_url(self.database_url)
+        if self.hub.database_url:
+            values["hub"]["database_url"] = masked_url(self.hub.database_url)
         return values
 
 

@@ -74,3 +74,18 @@ LOGIN_FAILURES = Counter(
     "Refused panel logins (wrong password, locked, disabled, rate limited).",
     registry=REGISTRY,
 )
+
+# -- site hub (gate.hub.client)
+HUB_BACKLOG = Gauge(
+    "gate_hub_backlog_records", "Writes not yet acknowledged by the site hub.", registry=REGISTRY
+)
+HUB_LAG = Gauge(
+    "gate_hub_lag_seconds",
+    "How long the oldest write not yet at the hub has waited.",
+    registry=REGISTRY,
+)
+HUB_LAST_SUCCESS = Gauge(
+    "gate_hub_last_success_timestamp_seconds",
+    "Unix time of the last report the hub acknowledged (0: none yet).",
+    registry=REGISTRY,
+)

@@ -136,6 +136,7 @@ class GateRuntime:
         self._link_counts: dict[str, int] = {}
         self._published_state: dict[str, Any] | None = None
         self.decisions: list[dict[str, Any]] = []  # what `gate replay` prints
+        self.hub: Any = None  # the replication to the site hub (gate.hub.client), when set up
 
     # ------------------------------------------------------------------ life
 
@@ -153,6 +154,12 @@ class GateRuntime:
         )
         self._publish_state(force=True)
         self.started.set()
+        if self.settings.hub.url and self.realtime:
+            from gate.hub.client import HubClient
+
+            # Reads the token first: a missing token file ends the start with one line.
+            self.hub = HubClient(self)
+            self._keep(asyncio.create_task(self.hub.run(), name="hub"))
         tasks = [asyncio.create_task(self._station_loop(events), name="station")]
         if self.realtime:
             tasks.append(asyncio.create_task(self._tick_loop(), name="tick"))
@@ -208,12 +215,12 @@ class GateRuntime:
         await self._db(records.log_station, self.engine, self.settings.gate_id, "override_unlock")
         await self._command(self.controller.override_unlock)
 
-    async def set_lockdown(self, actor: str, on: bool, reason: str) -> None:
-        await self._audit(actor, "lockdown_on" if on else "lockdown_off", reason)
+    async def set_lockdown(self, actor: str, on: bool, reason: str, detail: str = "") -> None:
+        await self._audit(actor, "lockdown_on" if on else "lockdown_off", reason, detail)
         await self._command(lambda now: self.controller.set_lockdown(now, on))
 
-    async def set_emergency(self, actor: str, on: bool, reason: str) -> None:
-        await self._audit(actor, "emergency_on" if on else "emergency_off", reason)
+    async def set_emergency(self, actor: str, on: bool, reason: str, detail: str = "") -> None:
+        await self._audit(actor, "emergency_on" if on else "emergency_off", reason, detail)
         await self._command(lambda now: self.controller.set_emergency(now, on))
 
     async def reset_occupancy(self, actor: str, reason: str) -> None:
@@ -255,6 +262,7 @@ class GateRuntime:
                 "link": self.station.state.value,
                 "fluid_percent": self._fluid_percent if station_ok else None,
             },
+            "hub": self.hub.report() if self.hub is not None else None,
         }
 
     @contextlib.contextmanager
@@ -402,11 +410,9 @@ class GateRuntime:
                     # The pump runs for most of a second; nothing waits on it, and
                     # its 'dispensed' event moves the visit on.
                     dose = self.settings.station.dose_ms
-                    task = asyncio.create_task(
-                        self._actuate("dispense", self.station.dispense(dose))
+                    self._keep(
+                        asyncio.create_task(self._actuate("dispense", self.station.dispense(dose)))
                     )
-                    self._background.add(task)
-                    task.add_done_callback(self._background.discard)
                 case RaiseAlert(kind, severity, message, entry_id):
                     await self._alert(kind, severity, message, entry_id)
                 case ShowPrompt(prompt):
@@ -452,9 +458,9 @@ class GateRuntime:
         )
         self.bus.publish("alert", alert.model_dump(mode="json"))
 
-    async def _audit(self, actor: str, action: str, reason: str) -> None:
+    async def _audit(self, actor: str, action: str, reason: str, detail: str = "") -> None:
         event = await self._db(
-            records.record_audit, self.engine, actor, action, reason, "", self.settings.gate_id
+            records.record_audit, self.engine, actor, action, reason, detail, self.settings.gate_id
         )
         self.bus.publish("override", event.model_dump(mode="json"))
 
@@ -475,6 +481,11 @@ class GateRuntime:
         await self._db(records.set_snapshot, self.engine, entry_id, str(path))
 
     # ------------------------------------------------------------------ helpers
+
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        """Hold a task nothing awaits until it ends; `run` cancels those left at its end."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a store call off the event loop. A database that cannot be reached or
@@ -535,7 +546,7 @@ class GateRuntime:
     def _publish_state(self, force: bool = False) -> None:
         """Publish the state when it changed; a moving frame rate alone is not a change."""
         state = self.snapshot()
-        steady = {**state, "camera": {**state["camera"], "fps": None}}
+        steady = {**state, "camera": {**state["camera"], "fps": None}, "hub": None}
         if force or steady != self._published_state:
             self._published_state = steady
             metrics.OCCUPANCY.set(state["occupancy"])

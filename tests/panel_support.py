@@ -30,7 +30,7 @@ from sqlalchemy import Engine
 
 from gate.assembly import panel_server
 from gate.camera.verdict import FrameAnalysis
-from gate.config import Settings, load_settings
+from gate.config import ServerSettings, Settings, load_settings
 from gate.errors import GateError
 from gate.events import EventBus
 from gate.server.app import create_app
@@ -168,9 +168,10 @@ class LiveServer:
     """The app under the gate's own uvicorn set-up (its server settings, a free port) in a
     thread, with its event loop reachable."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: Any, server: ServerSettings | None = None) -> None:
         self.port = free_port()
-        settings = app.state.panel.settings.server.model_copy(update={"port": self.port})
+        server = server or app.state.panel.settings.server
+        settings = server.model_copy(update={"port": self.port})
         self.server = panel_server(app, settings)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(

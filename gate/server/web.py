@@ -78,6 +78,10 @@ class Panel:
     templates: Environment
     zone: ZoneInfo
     frames: FrameEncoder
+    # What the pages show: the gate's own, unless another panel (the site hub's) says.
+    nav: tuple[tuple[str, str, frozenset[Role]], ...] = ()
+    translate: Callable[..., str] = i18n.translate
+    brand: str = ""
 
 
 @dataclass(frozen=True)
@@ -251,7 +255,7 @@ def language(request: Request) -> str:
 
 
 def translator(request: Request) -> Callable[..., str]:
-    return partial(i18n.translate, language(request))
+    return partial(panel(request).translate, language(request))
 
 
 def render(
@@ -260,7 +264,7 @@ def render(
     p = panel(request)
     lang = language(request)
     user = user_of(request)
-    _ = partial(i18n.translate, lang)
+    _ = partial(p.translate, lang)
     page = p.templates.get_template(template).render(
         _=_,
         lang=lang,
@@ -268,13 +272,15 @@ def render(
         csrf_token=ensure_session(request).csrf,
         path=request.url.path,
         nav=[
-            (href, _(label)) for href, label, roles in NAV if user is not None and user.may(roles)
+            (href, _(label))
+            for href, label, roles in p.nav or NAV
+            if user is not None and user.may(roles)
         ],
         when=partial(i18n.local_time, zone=p.zone),
         number=partial(i18n.number, lang),
         label=lambda table, key: texts.label(getattr(texts, table), key, _),
         timezone=p.settings.server.timezone,
-        gate_id=p.settings.gate_id,
+        gate_id=p.brand or p.settings.gate_id,
         **(context or {}),
     )
     return attach_session(request, HTMLResponse(page, status_code=status_code))

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, time
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -161,3 +161,32 @@ class RevokedSession(SQLModel, table=True):
 
     sid: str = Field(primary_key=True, max_length=32)
     expires_at: datetime = Field(sa_column=_time(nullable=False, index=True))
+
+
+class Outbox(SQLModel, table=True):
+    """Every write to an entry, alert, audit or station-log row, in the order written:
+    what the gate still has to send to the site hub.
+
+    Filled by database triggers (migration 0005) in the same transaction as the row,
+    so no write path can forget it; the replication task reads it, and drops what the
+    hub has acknowledged. AUTOINCREMENT: SQLite must never hand out a number twice,
+    even after the rows up to the newest were dropped.
+    """
+
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    seq: int | None = Field(
+        default=None, primary_key=True, sa_type=BigInteger().with_variant(Integer(), "sqlite")
+    )
+    kind: str = Field(max_length=16)
+    record_id: str = Field(max_length=64)
+    gate_id: str | None = Field(default=None, max_length=64)
+    at: float = Field(description="Unix time of the write, for the replication lag.")
+
+
+class HubCursor(SQLModel, table=True):
+    """Where this gate stands with the hub: `acked` (the outbox position the hub last
+    acknowledged) and `orders` (the last hub order carried out)."""
+
+    name: str = Field(primary_key=True, max_length=32)
+    value: int = Field(default=0, sa_type=BigInteger)
