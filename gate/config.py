@@ -197,6 +197,7 @@ class KioskSettings(Section):
                 return self.quiet_volume / 100
         return self.volume / 100
 
+
 class HubSettings(Section):
     """The site hub: where this gate reports (gate side) and the hub's own database (the
     hub side, `gate hub`). With no url the gate reports nowhere and works alone."""
