@@ -27,7 +27,7 @@ from gate.server import i18n
 from gate.server.app import HERE as PANEL_HERE
 from gate.server.app import GuardMiddleware, _error, _install_handlers, templates
 from gate.server.routers import auth
-from gate.server.security import RateLimiter, SessionCodec, load_secret_key, stored_revocations
+from gate.server.security import LoginThrottle, SessionCodec, load_secret_key, stored_revocations
 from gate.server.web import Panel
 
 HERE = Path(__file__).parent
@@ -61,7 +61,7 @@ def create_panel(settings: Settings, engine: Engine) -> FastAPI:
             settings.server.session_hours * 3600,
             revoked=stored_revocations(engine),
         ),
-        limiter=RateLimiter(),
+        throttle=LoginThrottle(),
         templates=env,
         zone=ZoneInfo(settings.server.timezone),
         frames=None,  # type: ignore[arg-type]
