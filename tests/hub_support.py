@@ -67,6 +67,13 @@ def hub_server(settings: Settings, engine: Engine) -> LiveServer:
     return LiveServer(create_hub_app(settings, engine), settings.server)
 
 
+def running_hub(database_url: str, tmp_path: Path) -> Iterator[tuple[Engine, LiveServer]]:
+    """A hub served on a fresh schema of `database_url`, for a test's fixture to yield."""
+    for engine, url in fresh_schema(database_url):
+        with hub_server(hub_settings(tmp_path, url), engine) as server:
+            yield engine, server
+
+
 def gate_store(path: Path | str, gate_id: str) -> Engine:
     engine = make_engine(f"sqlite:///{path}")
     upgrade(engine)

@@ -28,12 +28,10 @@ from gate.store.models import Entry, Outbox
 from gate.store.records import save_entry
 from tests.conftest import POSTGRES_URL
 from tests.hub_support import (
-    fresh_schema,
     gate_rows,
     gate_store,
     hub_rows,
-    hub_server,
-    hub_settings,
+    running_hub,
     throwaway_database,
     write_visits,
 )
@@ -49,9 +47,7 @@ def hub_database() -> Iterator[str]:
 
 @pytest.fixture
 def hub(hub_database: str, tmp_path: Path) -> Iterator[tuple[Engine, LiveServer]]:
-    for engine, url in fresh_schema(hub_database):
-        with hub_server(hub_settings(tmp_path, url), engine) as server:
-            yield engine, server
+    yield from running_hub(hub_database, tmp_path)
 
 
 def connect(server: LiveServer, token: str) -> HubConnection:

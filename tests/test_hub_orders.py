@@ -21,7 +21,7 @@ from gate.hub.outbox import ORDERS_ACKED, set_cursor
 from gate.store.db import session
 from gate.store.models import AuditEvent
 from tests.conftest import POSTGRES_URL
-from tests.hub_support import fresh_schema, hub_server, hub_settings, throwaway_database
+from tests.hub_support import running_hub, throwaway_database
 from tests.panel_support import LiveServer
 from tests.test_runtime import NOBODY, until
 
@@ -40,9 +40,7 @@ def hub_database() -> Iterator[str]:
 
 @pytest.fixture
 def hub(hub_database: str, tmp_path: Path) -> Iterator[tuple[Engine, LiveServer]]:
-    for engine, url in fresh_schema(hub_database):
-        with hub_server(hub_settings(tmp_path, url), engine) as server:
-            yield engine, server
+    yield from running_hub(hub_database, tmp_path)
 
 
 def acked(engine: Engine, order_id: int | None) -> bool:
